@@ -1,0 +1,46 @@
+# Everything a fresh machine needs goes through these targets: `make run`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint typecheck pytest openapi bench create-tables clean
+
+# The stamp files make the install step run again only when pyproject.toml changes.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.runtime-installed
+
+run: $(VENV)/.runtime-installed
+	ORCH_HOST=$(HOST) ORCH_PORT=$(PORT) $(BIN)/orchestrator serve
+
+test: $(VENV)/.dev-installed lint typecheck pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
+# moto's server for the DynamoDB tests is started by the test session itself.
+pytest: $(VENV)/.dev-installed
+	$(BIN)/pytest -q
+
+openapi: $(VENV)/.dev-installed
+	$(BIN)/python -m tests.support.openapi_snapshot --write
+
+create-tables: $(VENV)/.runtime-installed
+	$(BIN)/orchestrator create-tables
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,170 @@
+"""Benches: what a bench is, which changes are allowed, and how liveness is judged. No I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from app.errors import Conflict
+
+BENCH_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+CAPABILITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,62}$"
+# A DynamoDB transaction holds at most 100 items; a PATCH that swaps every capability
+# touches 2 x MAX_CAPABILITIES guard items plus the bench and its history entry.
+MAX_CAPABILITIES = 32
+MAX_LABELS = 64
+# A bench is online while its last heartbeat is younger than this many intervals.
+LIVENESS_INTERVALS = 3
+
+_bench_id_re = re.compile(BENCH_ID_PATTERN)
+
+
+class AdminState(StrEnum):
+    ACTIVE = "active"
+    MAINTENANCE = "maintenance"
+    RETIRED = "retired"
+
+
+class Liveness(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+# Retired is the end of a bench's life: its id, record and history stay, nothing else moves.
+ADMIN_TRANSITIONS: dict[AdminState, frozenset[AdminState]] = {
+    AdminState.ACTIVE: frozenset({AdminState.MAINTENANCE, AdminState.RETIRED}),
+    AdminState.MAINTENANCE: frozenset({AdminState.ACTIVE, AdminState.RETIRED}),
+    AdminState.RETIRED: frozenset(),
+}
+
+# Fields that make up a bench's configuration: changing one bumps the version and is history.
+CONFIG_FIELDS = ("name", "type", "capabilities", "labels", "heartbeat_interval_s", "admin_state")
+
+
+def is_valid_bench_id(value: str) -> bool:
+    return _bench_id_re.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    at: datetime
+    agent_version: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Bench:
+    bench_id: str
+    name: str
+    type: str
+    capabilities: frozenset[str]
+    labels: dict[str, str]
+    heartbeat_interval_s: int
+    admin_state: AdminState
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    last_heartbeat: Heartbeat | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The configuration as plain values, for history diffs."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "capabilities": sorted(self.capabilities),
+            "labels": dict(self.labels),
+            "heartbeat_interval_s": self.heartbeat_interval_s,
+            "admin_state": self.admin_state.value,
+        }
+
+    def liveness(self, now: datetime) -> Liveness:
+        if self.last_heartbeat is None:
+            return Liveness.OFFLINE
+        if now - self.last_heartbeat.at < self.liveness_window:
+            return Liveness.ONLINE
+        return Liveness.OFFLINE
+
+    @property
+    def liveness_window(self) -> timedelta:
+        return timedelta(seconds=LIVENESS_INTERVALS * self.heartbeat_interval_s)
+
+    def next_heartbeat_due(self) -> datetime | None:
+        if self.last_heartbeat is None:
+            return None
+        return self.last_heartbeat.at + timedelta(seconds=self.heartbeat_interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchChanges:
+    """A PATCH: only the fields the client sent are set."""
+
+    name: str | None = None
+    capabilities: frozenset[str] | None = None
+    labels: dict[str, str] | None = None
+    heartbeat_interval_s: int | None = None
+    admin_state: AdminState | None = None
+
+
+def new_bench(
+    *,
+    bench_id: str,
+    name: str,
+    type: str,
+    capabilities: frozenset[str],
+    labels: dict[str, str],
+    heartbeat_interval_s: int,
+    now: datetime,
+) -> Bench:
+    return Bench(
+        bench_id=bench_id,
+        name=name,
+        type=type,
+        capabilities=capabilities,
+        labels=labels,
+        heartbeat_interval_s=heartbeat_interval_s,
+        admin_state=AdminState.ACTIVE,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def check_admin_transition(current: AdminState, target: AdminState) -> None:
+    if target == current:
+        return
+    allowed = ADMIN_TRANSITIONS[current]
+    if target not in allowed:
+        raise Conflict(
+            f"a bench cannot go from {current.value!r} to {target.value!r}",
+            allowed_transitions=sorted(state.value for state in allowed),
+        )
+
+
+def apply_changes(bench: Bench, changes: BenchChanges, now: datetime) -> Bench:
+    """The bench after a PATCH, one version on; the same bench when nothing changes."""
+    if bench.admin_state is AdminState.RETIRED:
+        raise Conflict("a retired bench cannot be changed", allowed_transitions=[])
+    if changes.admin_state is not None:
+        check_admin_transition(bench.admin_state, changes.admin_state)
+    updated = replace(
+        bench,
+        name=bench.name if changes.name is None else changes.name,
+        capabilities=bench.capabilities if changes.capabilities is None else changes.capabilities,
+        labels=bench.labels if changes.labels is None else changes.labels,
+        heartbeat_interval_s=(
+            bench.heartbeat_interval_s
+            if changes.heartbeat_interval_s is None
+            else changes.heartbeat_interval_s
+        ),
+        admin_state=bench.admin_state if changes.admin_state is None else changes.admin_state,
+    )
+    if updated.config() == bench.config():
+        return bench
+    return replace(updated, version=bench.version + 1, updated_at=now)
+
+
+def retire(bench: Bench, now: datetime) -> Bench:
+    return apply_changes(bench, BenchChanges(admin_state=AdminState.RETIRED), now)

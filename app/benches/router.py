@@ -1,0 +1,173 @@
+"""HTTP for benches: parse, authorise, call the service, render. No rules live here."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import JSONResponse
+
+from app.benches.domain import BENCH_ID_PATTERN, AdminState, BenchChanges, Liveness
+from app.benches.schemas import (
+    BenchCreate,
+    BenchOut,
+    BenchPatch,
+    Capability,
+    HeartbeatIn,
+    HeartbeatOut,
+)
+from app.benches.service import BenchService, NewBench
+from app.deps import ActorDep, ClockDep, StoreDep
+from app.history.schemas import HistoryEntryOut
+from app.http.auth import AdminDep, PrincipalDep
+from app.http.etag import IfMatchDep, IfNoneMatchHeader
+from app.http.pagination import PageOut, PagerDep
+from app.http.responses import conditional_get, resource_response
+from app.store.base import BenchQuery
+
+router = APIRouter(prefix="/v1/benches", tags=["benches"])
+
+BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
+
+
+def bench_service(store: StoreDep, clock: ClockDep) -> BenchService:
+    return BenchService(store, clock)
+
+
+ServiceDep = Annotated[BenchService, Depends(bench_service)]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=BenchOut,
+    operation_id="create_bench",
+    responses={409: {"description": "a bench with this id exists"}},
+)
+async def create_bench(
+    body: BenchCreate, service: ServiceDep, actor: ActorDep, _: AdminDep
+) -> JSONResponse:
+    bench = await service.create(
+        NewBench(
+            bench_id=body.bench_id,
+            name=body.name,
+            type=body.type,
+            capabilities=frozenset(body.capabilities),
+            labels=body.labels,
+            heartbeat_interval_s=body.heartbeat_interval_s,
+        ),
+        actor,
+    )
+    return resource_response(
+        BenchOut.of(bench, service.now()),
+        bench.version,
+        status_code=201,
+        location=f"/v1/benches/{bench.bench_id}",
+    )
+
+
+@router.get("", response_model=PageOut[BenchOut], operation_id="list_benches")
+async def list_benches(
+    service: ServiceDep,
+    pager: PagerDep,
+    _: PrincipalDep,
+    capability: Annotated[list[Capability], Query(max_length=32)] = [],  # noqa: B006
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    admin_state: AdminState | None = None,
+    status: Liveness | None = None,
+) -> PageOut[BenchOut]:
+    filters = {
+        "capability": sorted(set(capability)),
+        "type": type,
+        "admin_state": admin_state,
+        "status": status,
+    }
+    page = await service.list(
+        BenchQuery(
+            capabilities=frozenset(capability),
+            type=type,
+            admin_state=admin_state.value if admin_state else None,
+        ),
+        status,
+        pager.limit,
+        pager.start_after("benches", filters),
+    )
+    now = service.now()
+    return PageOut[BenchOut](
+        items=[BenchOut.of(bench, now) for bench in page.items],
+        next_cursor=pager.next_cursor("benches", filters, page.next_after),
+    )
+
+
+@router.get("/{bench_id}", response_model=BenchOut, operation_id="get_bench")
+async def get_bench(
+    bench_id: BenchIdPath,
+    service: ServiceDep,
+    _: PrincipalDep,
+    if_none_match: IfNoneMatchHeader = None,
+) -> Response:
+    bench = await service.get(bench_id)
+    return conditional_get(BenchOut.of(bench, service.now()), bench.version, if_none_match)
+
+
+@router.patch("/{bench_id}", response_model=BenchOut, operation_id="update_bench")
+async def update_bench(
+    bench_id: BenchIdPath,
+    body: BenchPatch,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: IfMatchDep,
+    _: AdminDep,
+) -> JSONResponse:
+    changes = BenchChanges(
+        name=body.name,
+        capabilities=None if body.capabilities is None else frozenset(body.capabilities),
+        labels=body.labels,
+        heartbeat_interval_s=body.heartbeat_interval_s,
+        admin_state=body.admin_state,
+    )
+    bench = await service.update(bench_id, changes, expectation, actor)
+    return resource_response(BenchOut.of(bench, service.now()), bench.version)
+
+
+@router.delete("/{bench_id}", response_model=BenchOut, operation_id="retire_bench")
+async def retire_bench(
+    bench_id: BenchIdPath,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: IfMatchDep,
+    _: AdminDep,
+) -> JSONResponse:
+    """Retires the bench: it stays readable with its history, and can no longer change."""
+    bench = await service.retire(bench_id, expectation, actor)
+    return resource_response(BenchOut.of(bench, service.now()), bench.version)
+
+
+@router.post("/{bench_id}/heartbeats", response_model=HeartbeatOut, operation_id="post_heartbeat")
+async def post_heartbeat(
+    bench_id: BenchIdPath, body: HeartbeatIn, service: ServiceDep, principal: PrincipalDep
+) -> HeartbeatOut:
+    bench = await service.record_heartbeat(bench_id, principal, body.agent_version, body.details)
+    return HeartbeatOut.of(bench, service.now())
+
+
+@router.get(
+    "/{bench_id}/history",
+    response_model=PageOut[HistoryEntryOut],
+    operation_id="list_bench_history",
+)
+async def list_bench_history(
+    bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+) -> PageOut[HistoryEntryOut]:
+    scope = f"bench-history:{bench_id}"
+    after = pager.start_after(scope, {})
+    page = await service.history(bench_id, pager.limit, None if after is None else _version(after))
+    return PageOut[HistoryEntryOut](
+        items=[HistoryEntryOut.of(entry) for entry in page.items],
+        next_cursor=pager.next_cursor(scope, {}, page.next_after),
+    )
+
+
+def _version(after: str) -> int:
+    # The cursor is signed by us, so its content is a version we wrote.
+    return int(after)

@@ -1,0 +1,165 @@
+"""Bench use-cases: each loads, decides with the domain, and writes with its history entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.benches.domain import (
+    Bench,
+    BenchChanges,
+    Heartbeat,
+    Liveness,
+    apply_changes,
+    new_bench,
+    retire,
+)
+from app.clock import Clock
+from app.concurrency import change_versioned
+from app.errors import Conflict, Forbidden, NotFound
+from app.history.domain import HistoryEntry, diff
+from app.identity import Actor, Principal, Role
+from app.store.base import AlreadyExists, BenchQuery, ItemNotFound, Page, Store
+from app.versioning import VersionExpectation
+
+ENTITY = "bench"
+
+
+@dataclass(frozen=True, slots=True)
+class NewBench:
+    bench_id: str
+    name: str
+    type: str
+    capabilities: frozenset[str]
+    labels: dict[str, str]
+    heartbeat_interval_s: int
+
+
+def _entry(bench: Bench, actor: Actor, action: str, changes: dict[str, Any]) -> HistoryEntry:
+    return HistoryEntry(
+        entity_type=ENTITY,
+        entity_id=bench.bench_id,
+        version=bench.version,
+        at=bench.updated_at,
+        actor=actor.subject,
+        request_id=actor.request_id,
+        action=action,
+        changes=changes,
+    )
+
+
+class BenchService:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    async def create(self, spec: NewBench, actor: Actor) -> Bench:
+        bench = new_bench(
+            bench_id=spec.bench_id,
+            name=spec.name,
+            type=spec.type,
+            capabilities=spec.capabilities,
+            labels=spec.labels,
+            heartbeat_interval_s=spec.heartbeat_interval_s,
+            now=self._clock.now(),
+        )
+        try:
+            await self._store.benches.create(
+                bench, _entry(bench, actor, "created", diff({}, bench.config()))
+            )
+        except AlreadyExists as error:
+            raise Conflict(f"bench {spec.bench_id!r} already exists") from error
+        return bench
+
+    async def get(self, bench_id: str) -> Bench:
+        bench = await self._store.benches.get(bench_id)
+        if bench is None:
+            raise NotFound(f"bench {bench_id!r} does not exist")
+        return bench
+
+    async def list(
+        self, query: BenchQuery, status: Liveness | None, limit: int, after: str | None
+    ) -> Page[Bench]:
+        """Liveness depends on the clock, so it is filtered here, page by page."""
+        if status is None:
+            return await self._store.benches.find(query, limit, after)
+        now = self._clock.now()
+        found: list[Bench] = []
+        while True:
+            page = await self._store.benches.find(query, limit, after)
+            for bench in page.items:
+                if bench.liveness(now) is status:
+                    found.append(bench)
+                    if len(found) == limit:
+                        return Page(found, bench.bench_id)
+            if page.next_after is None:
+                return Page(found, None)
+            after = page.next_after
+
+    async def update(
+        self,
+        bench_id: str,
+        changes: BenchChanges,
+        expectation: VersionExpectation | None,
+        actor: Actor,
+    ) -> Bench:
+        return await self._change(
+            bench_id,
+            lambda bench: apply_changes(bench, changes, self._clock.now()),
+            expectation,
+            actor,
+            "updated",
+        )
+
+    async def retire(
+        self, bench_id: str, expectation: VersionExpectation | None, actor: Actor
+    ) -> Bench:
+        return await self._change(
+            bench_id,
+            lambda bench: retire(bench, self._clock.now()),
+            expectation,
+            actor,
+            "retired",
+        )
+
+    async def record_heartbeat(
+        self, bench_id: str, principal: Principal, agent_version: str, details: dict[str, Any]
+    ) -> Bench:
+        if principal.role is Role.AGENT and principal.bench_id != bench_id:
+            raise Forbidden(f"this agent token belongs to bench {principal.bench_id!r}")
+        if principal.role not in (Role.AGENT, Role.ADMIN):
+            raise Forbidden("only the bench's agent or an admin posts heartbeats")
+        heartbeat = Heartbeat(at=self._clock.now(), agent_version=agent_version, details=details)
+        try:
+            return await self._store.benches.record_heartbeat(bench_id, heartbeat)
+        except ItemNotFound as error:
+            raise NotFound(f"bench {bench_id!r} does not exist") from error
+
+    async def history(self, bench_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
+        await self.get(bench_id)
+        return await self._store.history.find(ENTITY, bench_id, limit, after)
+
+    async def _change(
+        self,
+        bench_id: str,
+        decide: Callable[[Bench], Bench],
+        expectation: VersionExpectation | None,
+        actor: Actor,
+        action: str,
+    ) -> Bench:
+        async def write(before: Bench, after: Bench) -> None:
+            entry = _entry(after, actor, action, diff(before.config(), after.config()))
+            await self._store.benches.update(after, before.version, entry)
+
+        return await change_versioned(
+            load=lambda: self._store.benches.get(bench_id),
+            decide=decide,
+            write=write,
+            expectation=expectation,
+            what=f"bench {bench_id!r}",
+        )

@@ -1,0 +1,95 @@
+"""The ``orchestrator`` command: serve, create-tables, dev-tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from app.settings import Settings
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from app.http.auth import write_dev_tokens
+
+    made = write_dev_tokens(settings.tokens_file, settings.tokens_file.with_name("dev-tokens.env"))
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"Bench Orchestrator on {base}  (store: {settings.store}", end="")
+    print(f", {settings.sqlite_path})" if settings.store == "sqlite" else ")")
+    print(f"  API docs: {base}/docs")
+    if made:
+        print(f"  made development tokens in {settings.tokens_file}:")
+        for name, token in made.items():
+            print(f"    {name}={token}")
+    env_file = settings.tokens_file.with_name("dev-tokens.env")
+    if env_file.exists():
+        print(
+            f"  authenticate: source {env_file} && "
+            f'curl -H "Authorization: Bearer $ADMIN_TOKEN" {base}/v1/benches'
+        )
+    sys.stdout.flush()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def _create_tables(settings: Settings) -> int:
+    from app.store.dynamodb.store import DynamoStore
+    from app.store.dynamodb.tables import create_tables
+
+    async def run() -> list[str]:
+        store = await DynamoStore.open(settings.model_copy(update={"create_tables": False}))
+        try:
+            return await create_tables(store.client, settings.table_prefix)
+        finally:
+            await store.close()
+
+    for name in asyncio.run(run()):
+        print(f"table ready: {name}")
+    return 0
+
+
+def _dev_tokens(settings: Settings) -> int:
+    from app.http.auth import write_dev_tokens
+
+    made = write_dev_tokens(settings.tokens_file, settings.tokens_file.with_name("dev-tokens.env"))
+    if made is None:
+        print(f"{settings.tokens_file} exists; left as it is")
+        return 0
+    for name, token in made.items():
+        print(f"{name}={token}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the API (settings from ORCH_* variables)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    commands.add_parser("create-tables", help="create the DynamoDB tables (idempotent)")
+    commands.add_parser("dev-tokens", help="make a development tokens file if none exists")
+    args = parser.parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in vars(args).items()
+        if key in ("host", "port") and value is not None
+    }
+    settings = Settings().model_copy(update=overrides)
+    if args.command == "serve":
+        return _serve(settings)
+    if args.command == "create-tables":
+        return _create_tables(settings)
+    return _dev_tokens(settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

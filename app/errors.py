@@ -1,0 +1,49 @@
+"""Errors that services raise in domain terms; app/http/problems.py maps them to HTTP.
+
+Services never build HTTP responses, and routers never decide what went wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """Base of every error a use-case may raise on purpose."""
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+
+class NotFound(AppError):
+    pass
+
+
+class Conflict(AppError):
+    """The request is well formed but collides with the current state."""
+
+
+class Forbidden(AppError):
+    pass
+
+
+class PreconditionFailed(AppError):
+    """The client's If-Match no longer names the stored version."""
+
+    def __init__(self, detail: str, current_version: int) -> None:
+        super().__init__(detail)
+        self.current_version = current_version
+
+
+class InvalidInput(AppError):
+    """Semantically invalid input the schema could not catch (422)."""
+
+
+class Unavailable(AppError):
+    """The store could not be reached or kept losing races; safe to retry later."""
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

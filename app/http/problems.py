@@ -1,0 +1,121 @@
+"""RFC 9457 Problem Details: the one error shape of the API, and the handlers that make it."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import errors
+from app.http.etag import etag_for
+from app.http.exceptions import ProblemException
+from app.store.base import StoreUnavailable
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://bench-orchestrator.dev/problems/"
+
+logger = logging.getLogger("app.http")
+
+
+def problem_response(
+    request: Request | None,
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    title = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + (slug or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(jsonable_encoder(extensions))
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _app_error_response(request: Request, error: errors.AppError) -> JSONResponse:
+    if isinstance(error, errors.PreconditionFailed):
+        return problem_response(
+            request, 412, error.detail, headers={"ETag": etag_for(error.current_version)}
+        )
+    if isinstance(error, errors.Unavailable):
+        return problem_response(
+            request, 503, error.detail, headers={"Retry-After": str(error.retry_after_s)}
+        )
+    status = {
+        errors.NotFound: 404,
+        errors.Conflict: 409,
+        errors.Forbidden: 403,
+        errors.InvalidInput: 422,
+    }.get(type(error), 500)
+    return problem_response(request, status, error.detail, **error.extensions)
+
+
+def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "location": [str(part) for part in item.get("loc", ())],
+            "message": item.get("msg", ""),
+            "type": item.get("type", ""),
+        }
+        for item in error.errors()
+    ]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemException)
+        return problem_response(
+            request, exc.status, exc.detail, slug=exc.slug, headers=exc.headers, **exc.extensions
+        )
+
+    async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.AppError)
+        return _app_error_response(request, exc)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = _validation_errors(exc)
+        # A body that is not JSON at all is malformed (400), not merely invalid (422).
+        if any(problem["type"] == "json_invalid" for problem in problems):
+            return problem_response(
+                request, 400, "the request body is not valid JSON", errors=problems
+            )
+        return problem_response(
+            request, 422, "the request does not match the schema", errors=problems
+        )
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem_response(
+            request, exc.status_code, str(exc.detail), headers=dict(exc.headers or {})
+        )
+
+    async def on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("store unavailable: %s", exc)
+        return problem_response(
+            request, 503, "the store is unavailable; retry later", headers={"Retry-After": "1"}
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=exc)
+        return problem_response(request, 500, "an unexpected error occurred; it has been logged")
+
+    app.add_exception_handler(ProblemException, on_problem)
+    app.add_exception_handler(errors.AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(StoreUnavailable, on_store_unavailable)
+    app.add_exception_handler(Exception, on_unexpected)

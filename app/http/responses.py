@@ -1,0 +1,25 @@
+"""Single-resource responses: every one carries the strong ETag of the version it shows."""
+
+from __future__ import annotations
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.http.etag import etag_for, if_none_match_hits
+
+
+def resource_response(
+    body: BaseModel, version: int, *, status_code: int = 200, location: str | None = None
+) -> JSONResponse:
+    headers = {"ETag": etag_for(version)}
+    if location is not None:
+        headers["Location"] = location
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
+
+
+def conditional_get(body: BaseModel, version: int, if_none_match: str | None) -> Response:
+    """200 with the resource, or 304 with no body when the client's copy is current."""
+    if if_none_match_hits(if_none_match, version):
+        return Response(status_code=304, headers={"ETag": etag_for(version)})
+    return resource_response(body, version)

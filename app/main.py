@@ -1,0 +1,72 @@
+"""The application factory: one store client per process, built in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import health
+from app.benches import router as benches
+from app.clock import Clock, SystemClock
+from app.http.auth import TokenRegistry
+from app.http.pagination import CursorCodec
+from app.http.problems import install_problem_handlers
+from app.http.request_context import RequestContextMiddleware
+from app.logs import configure_logging
+from app.settings import Settings
+from app.store.base import Store
+from app.store.factory import open_store
+
+logger = logging.getLogger("app")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the API. Tests pass their own store (left open) and clock."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.tokens = TokenRegistry.from_file(settings.tokens_file)
+        if settings.cursor_secret is None:
+            logger.warning("ORCH_CURSOR_SECRET is unset: cursors work in this process only")
+        secret = settings.cursor_secret or secrets.token_hex(32)
+        app.state.cursor_codec = CursorCodec(secret.encode())
+        app.state.clock = clock or SystemClock()
+        owned = store is None
+        app.state.store = store or await open_store(settings)
+        logger.info("store ready", extra={"store": settings.store})
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.store.close()
+
+    app = FastAPI(
+        title="Bench Orchestrator",
+        version="0.1.0",
+        summary="Book test benches, run CI executions on them, keep an audit trail.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(benches.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` builds the app from the environment on first use, so that
+    # importing this module (tests, the CLI) reads no settings.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

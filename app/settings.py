@@ -1,0 +1,32 @@
+"""One settings class: every knob of the service, read from ``ORCH_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore")
+
+    store: Literal["sqlite", "dynamodb"] = "sqlite"
+    sqlite_path: str = "./var/orchestrator.db"
+
+    dynamodb_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    table_prefix: str = "orch-"
+    # Creating tables at start-up is for local stacks (compose, moto); production uses IaC.
+    create_tables: bool = False
+
+    tokens_file: Path = Path("./var/tokens.json")
+    # Signs pagination cursors. Unset: a random key per process, so replicas behind one
+    # load balancer must share an explicit value.
+    cursor_secret: str | None = None
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = 8000

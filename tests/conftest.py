@@ -1,0 +1,160 @@
+"""Shared fixtures: moto's server (once per session), stores of every adapter, the API.
+
+Every fixture that starts a server lives here and starts it once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.clock import ManualClock
+from app.http.auth import token_digest
+from app.main import create_app
+from app.settings import Settings
+from app.store.base import Store
+
+STORE_KINDS = ["sqlite-memory", "sqlite-file", "dynamodb"]
+START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+# token -> (subject, role, bench_id)
+TOKENS: dict[str, tuple[str, str, str | None]] = {
+    "admin-token": ("root", "admin", None),
+    "alice-token": ("alice", "user", None),
+    "bob-token": ("bob", "user", None),
+    "ci-token": ("ci-bot", "ci", None),
+    "agent1-token": ("agent-rig-1", "agent", "rig-1"),
+    "agent2-token": ("agent-rig-2", "agent", "rig-2"),
+}
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+ADMIN = auth("admin-token")
+ALICE = auth("alice-token")
+BOB = auth("bob-token")
+CI = auth("ci-token")
+AGENT1 = auth("agent1-token")
+AGENT2 = auth("agent2-token")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from tests.support.moto_server import running_moto_server
+
+    with running_moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tokens") / "tokens.json"
+    records = []
+    for token, (subject, role, bench_id) in TOKENS.items():
+        record = {"token_sha256": token_digest(token), "subject": subject, "role": role}
+        if bench_id is not None:
+            record["bench_id"] = bench_id
+        records.append(record)
+    path.write_text(json.dumps(records))
+    return path
+
+
+def store_settings(kind: str, tmp_path: Path, moto: str | None, tokens: Path) -> Settings:
+    if kind == "dynamodb":
+        assert moto is not None
+        return Settings(
+            store="dynamodb",
+            dynamodb_endpoint_url=moto,
+            table_prefix=f"t{uuid.uuid4().hex[:10]}-",
+            create_tables=True,
+            tokens_file=tokens,
+            cursor_secret="test-secret",
+        )
+    path = ":memory:" if kind == "sqlite-memory" else str(tmp_path / "orchestrator.db")
+    return Settings(
+        store="sqlite", sqlite_path=path, tokens_file=tokens, cursor_secret="test-secret"
+    )
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def settings(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest, tokens_file: Path
+) -> Settings:
+    moto = request.getfixturevalue("moto_endpoint") if store_kind == "dynamodb" else None
+    return store_settings(store_kind, tmp_path, moto, tokens_file)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    from app.store.factory import open_store
+
+    opened = await open_store(settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, store: Store, clock: ManualClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, store=store, clock=clock)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+@pytest.fixture(scope="session", params=["sqlite-file", "dynamodb"])
+def api_replicas(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    tokens_file: Path,
+) -> Iterator[list[str]]:
+    """Two uvicorn processes sharing one store, started once per session per store kind."""
+    from tests.support.api_processes import running_api_processes
+
+    kind: str = request.param
+    folder = tmp_path_factory.mktemp(f"replicas-{kind}")
+    moto = request.getfixturevalue("moto_endpoint") if kind == "dynamodb" else None
+    settings = store_settings(kind, folder, moto, tokens_file)
+    env = {
+        f"ORCH_{name.upper()}": str(value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
+    if kind == "dynamodb":
+        # Create the tables once, before two processes race to do it.
+        from app.cli import main as cli_main
+
+        os.environ.update(env)
+        try:
+            cli_main(["create-tables"])
+        finally:
+            for name in env:
+                os.environ.pop(name, None)
+        env["ORCH_CREATE_TABLES"] = "false"
+    with running_api_processes(env, count=2, log_dir=folder) as urls:
+        yield urls

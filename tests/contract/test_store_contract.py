@@ -1,0 +1,221 @@
+"""The store port's contract: one body of tests, run on every adapter (see conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from app.benches.domain import AdminState, Bench, Heartbeat, new_bench
+from app.history.domain import HistoryEntry
+from app.store.base import AlreadyExists, BenchQuery, ItemNotFound, Store, VersionMismatch
+from tests.conftest import START
+
+
+def make_bench(bench_id: str, *capabilities: str, type: str = "hil") -> Bench:
+    return new_bench(
+        bench_id=bench_id,
+        name=f"Bench {bench_id}",
+        type=type,
+        capabilities=frozenset(capabilities),
+        labels={"room": "b2", "rack": "4"},
+        heartbeat_interval_s=30,
+        now=START,
+    )
+
+
+def entry_for(bench: Bench, action: str = "created") -> HistoryEntry:
+    return HistoryEntry(
+        entity_type="bench",
+        entity_id=bench.bench_id,
+        version=bench.version,
+        at=bench.updated_at,
+        actor="root",
+        request_id=f"req-{bench.version}",
+        action=action,
+        changes={"name": {"from": None, "to": bench.name}, "n": [1, 2.5, True, None]},
+    )
+
+
+def next_version(bench: Bench, **changes: object) -> Bench:
+    return replace(
+        bench,
+        version=bench.version + 1,
+        updated_at=bench.updated_at + timedelta(seconds=1),
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+async def test_create_then_get_returns_every_field(store: Store) -> None:
+    bench = make_bench("rig-1", "can-bus", "arm64")
+    await store.benches.create(bench, entry_for(bench))
+    assert await store.benches.get("rig-1") == bench
+
+
+async def test_get_unknown_is_none(store: Store) -> None:
+    assert await store.benches.get("nope") is None
+
+
+async def test_create_twice_refuses_and_keeps_the_first(store: Store) -> None:
+    first = make_bench("rig-1", "can-bus")
+    await store.benches.create(first, entry_for(first))
+    second = replace(make_bench("rig-1", "usb"), name="impostor")
+    with pytest.raises(AlreadyExists):
+        await store.benches.create(second, entry_for(second))
+    assert await store.benches.get("rig-1") == first
+    page = await store.history.find("bench", "rig-1", 10, None)
+    assert [e.version for e in page.items] == [1]
+    found = await store.benches.find(BenchQuery(capabilities=frozenset({"usb"})), 10, None)
+    assert found.items == []
+
+
+async def test_update_at_expected_version_writes_bench_and_history(store: Store) -> None:
+    bench = make_bench("rig-1", "can-bus")
+    await store.benches.create(bench, entry_for(bench))
+    updated = next_version(bench, name="Renamed", capabilities=frozenset({"usb", "jtag"}))
+    await store.benches.update(updated, 1, entry_for(updated, "updated"))
+    assert await store.benches.get("rig-1") == updated
+    page = await store.history.find("bench", "rig-1", 10, None)
+    assert [(e.version, e.action) for e in page.items] == [(1, "created"), (2, "updated")]
+    assert page.items[1] == entry_for(updated, "updated")
+
+
+async def test_stale_update_raises_with_current_and_writes_nothing(store: Store) -> None:
+    bench = make_bench("rig-1", "can-bus")
+    await store.benches.create(bench, entry_for(bench))
+    v2 = next_version(bench, name="v2")
+    await store.benches.update(v2, 1, entry_for(v2, "updated"))
+    stale = next_version(bench, name="stale", capabilities=frozenset({"usb"}))
+    with pytest.raises(VersionMismatch) as caught:
+        await store.benches.update(stale, 1, entry_for(stale, "updated"))
+    assert caught.value.current == v2
+    assert await store.benches.get("rig-1") == v2
+    page = await store.history.find("bench", "rig-1", 10, None)
+    assert [e.version for e in page.items] == [1, 2]
+    assert page.items[1].changes == entry_for(v2).changes
+    by_usb = await store.benches.find(BenchQuery(capabilities=frozenset({"usb"})), 10, None)
+    assert by_usb.items == []
+
+
+async def test_update_unknown_raises_not_found(store: Store) -> None:
+    ghost = next_version(make_bench("ghost"))
+    with pytest.raises(ItemNotFound):
+        await store.benches.update(ghost, 1, entry_for(ghost, "updated"))
+    assert (await store.history.find("bench", "ghost", 10, None)).items == []
+
+
+async def test_heartbeat_is_not_configuration(store: Store) -> None:
+    bench = make_bench("rig-1")
+    await store.benches.create(bench, entry_for(bench))
+    beat = Heartbeat(at=START + timedelta(minutes=1), agent_version="2.1", details={"temp": 41.5})
+    stored = await store.benches.record_heartbeat("rig-1", beat)
+    assert stored == replace(bench, last_heartbeat=beat)
+    assert await store.benches.get("rig-1") == stored
+    assert len((await store.history.find("bench", "rig-1", 10, None)).items) == 1
+
+
+async def test_update_keeps_the_last_heartbeat(store: Store) -> None:
+    bench = make_bench("rig-1")
+    await store.benches.create(bench, entry_for(bench))
+    beat = Heartbeat(at=START, agent_version="1", details={})
+    await store.benches.record_heartbeat("rig-1", beat)
+    v2 = next_version(bench, admin_state=AdminState.MAINTENANCE)
+    await store.benches.update(v2, 1, entry_for(v2, "updated"))
+    assert await store.benches.get("rig-1") == replace(v2, last_heartbeat=beat)
+
+
+async def test_heartbeat_for_unknown_bench_raises(store: Store) -> None:
+    with pytest.raises(ItemNotFound):
+        await store.benches.record_heartbeat("nope", Heartbeat(START, "1", {}))
+
+
+async def test_find_filters_by_all_capabilities_type_and_state(store: Store) -> None:
+    specs = {
+        "a1": ("can-bus", "arm64"),
+        "a2": ("can-bus",),
+        "a3": ("arm64", "can-bus", "usb"),
+        "b1": (),
+    }
+    for bench_id, capabilities in specs.items():
+        bench = make_bench(bench_id, *capabilities, type="scope" if bench_id == "a3" else "hil")
+        await store.benches.create(bench, entry_for(bench))
+
+    async def ids(query: BenchQuery) -> list[str]:
+        return [b.bench_id for b in (await store.benches.find(query, 100, None)).items]
+
+    assert await ids(BenchQuery()) == ["a1", "a2", "a3", "b1"]
+    assert await ids(BenchQuery(capabilities=frozenset({"can-bus"}))) == ["a1", "a2", "a3"]
+    both = frozenset({"can-bus", "arm64"})
+    assert await ids(BenchQuery(capabilities=both)) == ["a1", "a3"]
+    assert await ids(BenchQuery(capabilities=both, type="hil")) == ["a1"]
+    assert await ids(BenchQuery(type="hil")) == ["a1", "a2", "b1"]
+    assert await ids(BenchQuery(admin_state="maintenance")) == []
+    assert await ids(BenchQuery(capabilities=frozenset({"nothing"}))) == []
+
+
+@pytest.mark.parametrize("capabilities", [frozenset(), frozenset({"can-bus"})])
+async def test_find_pages_through_everything_once(
+    store: Store, capabilities: frozenset[str]
+) -> None:
+    expected = [f"rig-{n:02d}" for n in range(23)]
+    for bench_id in reversed(expected):
+        bench = make_bench(bench_id, "can-bus")
+        await store.benches.create(bench, entry_for(bench))
+    seen: list[str] = []
+    after: str | None = None
+    pages = 0
+    while True:
+        page = await store.benches.find(BenchQuery(capabilities=capabilities), 5, after)
+        assert len(page.items) <= 5
+        seen += [b.bench_id for b in page.items]
+        pages += 1
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == expected
+    assert pages in (5, 6)  # a store may learn only on the next read that it is done
+
+
+async def test_history_pages_oldest_first(store: Store) -> None:
+    bench = make_bench("rig-1")
+    await store.benches.create(bench, entry_for(bench))
+    for _ in range(6):
+        updated = next_version(bench, name=f"name {bench.version}")
+        await store.benches.update(updated, bench.version, entry_for(updated, "updated"))
+        bench = updated
+    versions: list[int] = []
+    after: int | None = None
+    while True:
+        page = await store.history.find("bench", "rig-1", 3, after)
+        versions += [e.version for e in page.items]
+        if page.next_after is None:
+            break
+        after = int(page.next_after)
+    assert versions == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_concurrent_conditional_updates_have_one_winner(store: Store) -> None:
+    bench = make_bench("rig-1", "can-bus")
+    await store.benches.create(bench, entry_for(bench))
+
+    async def attempt(n: int) -> str:
+        candidate = next_version(bench, name=f"writer {n}")
+        try:
+            await store.benches.update(candidate, 1, entry_for(candidate, "updated"))
+        except VersionMismatch:
+            return "lost"
+        return candidate.name
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(20)))
+    winners = [o for o in outcomes if o != "lost"]
+    assert len(winners) == 1
+    stored = await store.benches.get("rig-1")
+    assert stored is not None and stored.name == winners[0] and stored.version == 2
+    history = (await store.history.find("bench", "rig-1", 10, None)).items
+    assert [e.version for e in history] == [1, 2]
+
+
+async def test_ping_answers(store: Store) -> None:
+    await store.ping()

@@ -1,0 +1,75 @@
+"""Two API processes sharing one store: the conditional write, not the process, decides."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN
+
+pytestmark = pytest.mark.system
+
+ROUNDS = 5
+RACERS = 50
+
+
+async def test_racing_patches_across_two_processes_have_one_winner(
+    api_replicas: list[str],
+) -> None:
+    async with httpx.AsyncClient(timeout=60) as http:
+        for _ in range(ROUNDS):
+            bench_id = f"race-{uuid.uuid4().hex[:8]}"
+            created = await http.post(
+                f"{api_replicas[0]}/v1/benches",
+                json={"bench_id": bench_id, "name": "race", "type": "hil"},
+                headers=ADMIN,
+            )
+            assert created.status_code == 201, created.text
+
+            async def patch(n: int, bench_id: str = bench_id) -> httpx.Response:
+                replica = api_replicas[n % len(api_replicas)]
+                return await http.patch(
+                    f"{replica}/v1/benches/{bench_id}",
+                    json={"name": f"writer {n}"},
+                    headers={**ADMIN, "If-Match": '"1"'},
+                )
+
+            responses = await asyncio.gather(*(patch(n) for n in range(RACERS)))
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses == [200] + [412] * (RACERS - 1)
+            winner = next(r for r in responses if r.status_code == 200).json()["name"]
+            for replica in api_replicas:
+                stored = (await http.get(f"{replica}/v1/benches/{bench_id}", headers=ADMIN)).json()
+                assert (stored["name"], stored["version"]) == (winner, 2)
+            history = await http.get(
+                f"{api_replicas[1]}/v1/benches/{bench_id}/history", headers=ADMIN
+            )
+            assert [e["version"] for e in history.json()["items"]] == [1, 2]
+
+
+async def test_a_cursor_from_one_replica_works_on_the_other(api_replicas: list[str]) -> None:
+    prefix = f"page-{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(timeout=30) as http:
+        for n in range(3):
+            response = await http.post(
+                f"{api_replicas[0]}/v1/benches",
+                json={"bench_id": f"{prefix}-{n}", "name": "p", "type": prefix},
+                headers=ADMIN,
+            )
+            assert response.status_code == 201
+        first = await http.get(
+            f"{api_replicas[0]}/v1/benches", params={"type": prefix, "limit": 2}, headers=ADMIN
+        )
+        cursor = first.json()["next_cursor"]
+        second = await http.get(
+            f"{api_replicas[1]}/v1/benches",
+            params={"type": prefix, "limit": 2, "cursor": cursor},
+            headers=ADMIN,
+        )
+        assert second.status_code == 200, second.text
+        assert [b["bench_id"] for b in first.json()["items"] + second.json()["items"]] == [
+            f"{prefix}-{n}" for n in range(3)
+        ]
