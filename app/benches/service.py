@@ -154,7 +154,7 @@ class BenchService:
     ) -> Bench:
         async def write(before: Bench, after: Bench) -> None:
             entry = _entry(after, actor, action, diff(before.config(), after.config()))
-            await self._store.benches.update(after, before.version, entry)
+            await self._store.benches.update(before, after, entry)
 
         return await change_versioned(
             load=lambda: self._store.benches.get(bench_id),

@@ -60,8 +60,8 @@ class BenchRepository(Protocol):
 
     async def get(self, bench_id: str) -> Bench | None: ...
 
-    async def update(self, bench: Bench, expected_version: int, entry: HistoryEntry) -> None:
-        """Replace the configuration if the stored version is ``expected_version``.
+    async def update(self, current: Bench, bench: Bench, entry: HistoryEntry) -> None:
+        """Replace ``current`` (as the caller read it) by ``bench``, if still at its version.
 
         Raises ItemNotFound, or VersionMismatch carrying the stored bench. Heartbeat
         fields are left as they are.

@@ -75,7 +75,7 @@ async def test_update_at_expected_version_writes_bench_and_history(store: Store)
     bench = make_bench("rig-1", "can-bus")
     await store.benches.create(bench, entry_for(bench))
     updated = next_version(bench, name="Renamed", capabilities=frozenset({"usb", "jtag"}))
-    await store.benches.update(updated, 1, entry_for(updated, "updated"))
+    await store.benches.update(bench, updated, entry_for(updated, "updated"))
     assert await store.benches.get("rig-1") == updated
     page = await store.history.find("bench", "rig-1", 10, None)
     assert [(e.version, e.action) for e in page.items] == [(1, "created"), (2, "updated")]
@@ -86,10 +86,10 @@ async def test_stale_update_raises_with_current_and_writes_nothing(store: Store)
     bench = make_bench("rig-1", "can-bus")
     await store.benches.create(bench, entry_for(bench))
     v2 = next_version(bench, name="v2")
-    await store.benches.update(v2, 1, entry_for(v2, "updated"))
+    await store.benches.update(bench, v2, entry_for(v2, "updated"))
     stale = next_version(bench, name="stale", capabilities=frozenset({"usb"}))
     with pytest.raises(VersionMismatch) as caught:
-        await store.benches.update(stale, 1, entry_for(stale, "updated"))
+        await store.benches.update(bench, stale, entry_for(stale, "updated"))
     assert caught.value.current == v2
     assert await store.benches.get("rig-1") == v2
     page = await store.history.find("bench", "rig-1", 10, None)
@@ -102,7 +102,7 @@ async def test_stale_update_raises_with_current_and_writes_nothing(store: Store)
 async def test_update_unknown_raises_not_found(store: Store) -> None:
     ghost = next_version(make_bench("ghost"))
     with pytest.raises(ItemNotFound):
-        await store.benches.update(ghost, 1, entry_for(ghost, "updated"))
+        await store.benches.update(make_bench("ghost"), ghost, entry_for(ghost, "updated"))
     assert (await store.history.find("bench", "ghost", 10, None)).items == []
 
 
@@ -122,7 +122,7 @@ async def test_update_keeps_the_last_heartbeat(store: Store) -> None:
     beat = Heartbeat(at=START, agent_version="1", details={})
     await store.benches.record_heartbeat("rig-1", beat)
     v2 = next_version(bench, admin_state=AdminState.MAINTENANCE)
-    await store.benches.update(v2, 1, entry_for(v2, "updated"))
+    await store.benches.update(bench, v2, entry_for(v2, "updated"))
     assert await store.benches.get("rig-1") == replace(v2, last_heartbeat=beat)
 
 
@@ -183,7 +183,7 @@ async def test_history_pages_oldest_first(store: Store) -> None:
     await store.benches.create(bench, entry_for(bench))
     for _ in range(6):
         updated = next_version(bench, name=f"name {bench.version}")
-        await store.benches.update(updated, bench.version, entry_for(updated, "updated"))
+        await store.benches.update(bench, updated, entry_for(updated, "updated"))
         bench = updated
     versions: list[int] = []
     after: int | None = None
@@ -203,7 +203,7 @@ async def test_concurrent_conditional_updates_have_one_winner(store: Store) -> N
     async def attempt(n: int) -> str:
         candidate = next_version(bench, name=f"writer {n}")
         try:
-            await store.benches.update(candidate, 1, entry_for(candidate, "updated"))
+            await store.benches.update(bench, candidate, entry_for(candidate, "updated"))
         except VersionMismatch:
             return "lost"
         return candidate.name

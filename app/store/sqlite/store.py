@@ -181,7 +181,7 @@ class SqliteBenchRepository:
         async with self._db.read() as connection:
             return await self._get(connection, bench_id)
 
-    async def update(self, bench: Bench, expected_version: int, entry: HistoryEntry) -> None:
+    async def update(self, current: Bench, bench: Bench, entry: HistoryEntry) -> None:
         async with self._db.write() as connection:
             cursor = await connection.execute(
                 "UPDATE benches SET name = ?, type = ?, labels = ?, heartbeat_interval_s = ?,"
@@ -196,14 +196,14 @@ class SqliteBenchRepository:
                     bench.version,
                     to_iso(bench.updated_at),
                     bench.bench_id,
-                    expected_version,
+                    current.version,
                 ),
             )
             if cursor.rowcount == 0:
-                current = await self._get(connection, bench.bench_id)
-                if current is None:
+                stored = await self._get(connection, bench.bench_id)
+                if stored is None:
                     raise ItemNotFound(bench.bench_id)
-                raise VersionMismatch(current)
+                raise VersionMismatch(stored)
             await connection.execute(
                 "DELETE FROM bench_capabilities WHERE bench_id = ?", (bench.bench_id,)
             )

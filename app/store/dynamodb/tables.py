@@ -1,0 +1,190 @@
+"""The one definition of every DynamoDB table: names, keys, indexes, streams, TTL.
+
+``TABLES`` is plain data so that table creation here, the CloudFormation template and its
+test all read the same source. Adding a table is one more ``TableSpec`` entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+from botocore.exceptions import ClientError
+
+# aioboto3 ships no type information; every use of its client goes through this alias.
+DynamoClient: TypeAlias = Any
+
+AttributeType = Literal["S", "N", "B"]
+Projection = Literal["KEYS_ONLY", "ALL", "INCLUDE"]
+
+# Waiting for ACTIVE: DynamoDB takes seconds, moto none; a minute is a broken deployment.
+_WAIT_DELAY_S = 1
+_WAIT_MAX_ATTEMPTS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAttribute:
+    name: str
+    type: AttributeType
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """A global secondary index. GSIs are eventually consistent: never decide a conflict on one."""
+
+    name: str
+    partition: KeyAttribute
+    sort: KeyAttribute | None = None
+    projection: Projection = "ALL"
+    non_key_attributes: tuple[str, ...] = ()
+
+    def key_schema(self) -> list[dict[str, str]]:
+        return _key_schema(self.partition, self.sort)
+
+    def definition(self) -> dict[str, Any]:
+        projection: dict[str, Any] = {"ProjectionType": self.projection}
+        if self.projection == "INCLUDE":
+            projection["NonKeyAttributes"] = list(self.non_key_attributes)
+        return {"IndexName": self.name, "KeySchema": self.key_schema(), "Projection": projection}
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    name: str
+    partition: KeyAttribute
+    sort: KeyAttribute | None = None
+    indexes: tuple[IndexSpec, ...] = ()
+    ttl_attribute: str | None = None
+    # Every table streams both images: the archival and analytics pipeline (ADR-003) reads them.
+    stream_view_type: str = "NEW_AND_OLD_IMAGES"
+    billing_mode: str = "PAY_PER_REQUEST"
+
+    def table_name(self, prefix: str) -> str:
+        return f"{prefix}{self.name}"
+
+    def key_schema(self) -> list[dict[str, str]]:
+        return _key_schema(self.partition, self.sort)
+
+    def index(self, name: str) -> IndexSpec:
+        for index in self.indexes:
+            if index.name == name:
+                return index
+        raise KeyError(name)
+
+    def attribute_definitions(self) -> list[dict[str, str]]:
+        """Every key attribute of the table and its indexes, once each."""
+        seen: dict[str, AttributeType] = {}
+        keys = [self.partition, self.sort]
+        for index in self.indexes:
+            keys += [index.partition, index.sort]
+        for key in keys:
+            if key is None:
+                continue
+            if seen.setdefault(key.name, key.type) != key.type:
+                raise ValueError(f"{self.name}: attribute {key.name!r} has two types")
+        return [{"AttributeName": name, "AttributeType": type_} for name, type_ in seen.items()]
+
+    def create_table_request(self, prefix: str) -> dict[str, Any]:
+        """Keyword arguments of CreateTable (TTL is a separate call: UpdateTimeToLive)."""
+        request: dict[str, Any] = {
+            "TableName": self.table_name(prefix),
+            "KeySchema": self.key_schema(),
+            "AttributeDefinitions": self.attribute_definitions(),
+            "BillingMode": self.billing_mode,
+            "StreamSpecification": {
+                "StreamEnabled": True,
+                "StreamViewType": self.stream_view_type,
+            },
+        }
+        if self.indexes:
+            request["GlobalSecondaryIndexes"] = [index.definition() for index in self.indexes]
+        return request
+
+
+def _key_schema(partition: KeyAttribute, sort: KeyAttribute | None) -> list[dict[str, str]]:
+    schema = [{"AttributeName": partition.name, "KeyType": "HASH"}]
+    if sort is not None:
+        schema.append({"AttributeName": sort.name, "KeyType": "RANGE"})
+    return schema
+
+
+# Benches holds the bench item (sk "BENCH") and one guard item per capability tag
+# (sk "CAP#<tag>", attribute ``capability``) that feeds the sparse capability index.
+BENCH_SK = "BENCH"
+CAPABILITY_SK_PREFIX = "CAP#"
+# Every bench item carries list_pk = "BENCH" so one index partition lists them in id order.
+BENCH_LIST_PK = "BENCH"
+CAPABILITY_INDEX = "capability_idx"
+BENCH_LIST_INDEX = "bench_list_idx"
+
+BENCHES = TableSpec(
+    name="Benches",
+    partition=KeyAttribute("bench_id", "S"),
+    sort=KeyAttribute("sk", "S"),
+    indexes=(
+        IndexSpec(
+            name=CAPABILITY_INDEX,
+            partition=KeyAttribute("capability", "S"),
+            sort=KeyAttribute("bench_id", "S"),
+            projection="KEYS_ONLY",
+        ),
+        IndexSpec(
+            name=BENCH_LIST_INDEX,
+            partition=KeyAttribute("list_pk", "S"),
+            sort=KeyAttribute("bench_id", "S"),
+            projection="ALL",
+        ),
+    ),
+)
+
+# One item per version of a resource; partition "<entity_type>#<entity_id>".
+HISTORY = TableSpec(
+    name="History",
+    partition=KeyAttribute("entity", "S"),
+    sort=KeyAttribute("version", "N"),
+    ttl_attribute="expires_at",
+)
+
+TABLES: tuple[TableSpec, ...] = (BENCHES, HISTORY)
+
+
+async def create_tables(client: DynamoClient, prefix: str) -> list[str]:
+    """Create every table in ``TABLES`` that is missing and enable TTL; safe to repeat.
+
+    Returns the names of all tables, existing or new. Tables that exist are left as they
+    are apart from TTL: changing keys or indexes of a live table is a migration, not this.
+    """
+    names = []
+    for spec in TABLES:
+        request = spec.create_table_request(prefix)
+        name = request["TableName"]
+        try:
+            await client.create_table(**request)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        names.append(name)
+    for spec, name in zip(TABLES, names, strict=True):
+        waiter = client.get_waiter("table_exists")
+        await waiter.wait(
+            TableName=name,
+            WaiterConfig={"Delay": _WAIT_DELAY_S, "MaxAttempts": _WAIT_MAX_ATTEMPTS},
+        )
+        if spec.ttl_attribute is not None:
+            await _enable_ttl(client, name, spec.ttl_attribute)
+    return names
+
+
+async def _enable_ttl(client: DynamoClient, table_name: str, attribute: str) -> None:
+    described = await client.describe_time_to_live(TableName=table_name)
+    current = described.get("TimeToLiveDescription", {})
+    if current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+        if current.get("AttributeName") != attribute:
+            raise RuntimeError(
+                f"{table_name}: TTL is on {current.get('AttributeName')!r}, expected {attribute!r}"
+            )
+        return
+    await client.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},
+    )
