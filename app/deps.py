@@ -10,6 +10,7 @@ from app.clock import Clock
 from app.http.auth import PrincipalDep
 from app.identity import Actor
 from app.logs import request_id_var
+from app.settings import Settings
 from app.store.base import Store
 
 
@@ -23,6 +24,11 @@ def get_clock(request: Request) -> Clock:
     return clock
 
 
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 def get_actor(principal: PrincipalDep) -> Actor:
     return Actor(principal=principal, request_id=request_id_var.get())
 
@@ -30,3 +36,4 @@ def get_actor(principal: PrincipalDep) -> Actor:
 StoreDep = Annotated[Store, Depends(get_store)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

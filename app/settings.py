@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     # load balancer must share an explicit value.
     cursor_secret: str | None = None
 
+    # The longest reservation window; at most LONGEST_WINDOW (31 days) in any deployment.
+    max_reservation_hours: int = Field(default=168, ge=1, le=744)
+
+    # How long a claimed task is leased before it must be heartbeated or completed.
+    task_lease_s: int = Field(default=60, ge=1, le=3600)
+    # Period of the housekeeping loop in each API process; 0 turns the loop off.
+    housekeeping_interval_s: float = Field(default=15.0, ge=0)
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: str = "INFO"
     host: str = "127.0.0.1"

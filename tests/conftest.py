@@ -79,10 +79,15 @@ def store_settings(kind: str, tmp_path: Path, moto: str | None, tokens: Path) ->
             create_tables=True,
             tokens_file=tokens,
             cursor_secret="test-secret",
+            housekeeping_interval_s=0,
         )
     path = ":memory:" if kind == "sqlite-memory" else str(tmp_path / "orchestrator.db")
     return Settings(
-        store="sqlite", sqlite_path=path, tokens_file=tokens, cursor_secret="test-secret"
+        store="sqlite",
+        sqlite_path=path,
+        tokens_file=tokens,
+        cursor_secret="test-secret",
+        housekeeping_interval_s=0,
     )
 
 

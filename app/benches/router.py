@@ -21,8 +21,9 @@ from app.deps import ActorDep, ClockDep, StoreDep
 from app.history.schemas import HistoryEntryOut
 from app.http.auth import AdminDep, PrincipalDep
 from app.http.etag import IfMatchDep, IfNoneMatchHeader
+from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep
-from app.http.responses import conditional_get, resource_response
+from app.http.responses import conditional_get, created_response, resource_response
 from app.store.base import BenchQuery
 
 router = APIRouter(prefix="/v1/benches", tags=["benches"])
@@ -45,9 +46,13 @@ ServiceDep = Annotated[BenchService, Depends(bench_service)]
     responses={409: {"description": "a bench with this id exists"}},
 )
 async def create_bench(
-    body: BenchCreate, service: ServiceDep, actor: ActorDep, _: AdminDep
+    body: BenchCreate,
+    service: ServiceDep,
+    actor: ActorDep,
+    admin: AdminDep,
+    idempotency: IdempotencyKeyDep,
 ) -> JSONResponse:
-    bench = await service.create(
+    bench, replayed = await service.create(
         NewBench(
             bench_id=body.bench_id,
             name=body.name,
@@ -57,12 +62,13 @@ async def create_bench(
             heartbeat_interval_s=body.heartbeat_interval_s,
         ),
         actor,
+        idempotency.claim(admin, "create_bench", body),
     )
-    return resource_response(
+    return created_response(
         BenchOut.of(bench, service.now()),
         bench.version,
-        status_code=201,
-        location=f"/v1/benches/{bench.bench_id}",
+        f"/v1/benches/{bench.bench_id}",
+        replayed=replayed,
     )
 
 

@@ -20,6 +20,7 @@ from app.clock import Clock
 from app.concurrency import change_versioned
 from app.errors import Conflict, Forbidden, NotFound
 from app.history.domain import HistoryEntry, diff
+from app.idempotency import IdempotencyClaim, IdempotencyRecord, create_once
 from app.identity import Actor, Principal, Role
 from app.store.base import AlreadyExists, BenchQuery, ItemNotFound, Page, Store
 from app.versioning import VersionExpectation
@@ -58,7 +59,11 @@ class BenchService:
     def now(self) -> datetime:
         return self._clock.now()
 
-    async def create(self, spec: NewBench, actor: Actor) -> Bench:
+    async def create(
+        self, spec: NewBench, actor: Actor, claim: IdempotencyClaim | None = None
+    ) -> tuple[Bench, bool]:
+        """Returns (bench, replayed): a retried create with its Idempotency-Key replays."""
+        now = self._clock.now()
         bench = new_bench(
             bench_id=spec.bench_id,
             name=spec.name,
@@ -66,15 +71,25 @@ class BenchService:
             capabilities=spec.capabilities,
             labels=spec.labels,
             heartbeat_interval_s=spec.heartbeat_interval_s,
-            now=self._clock.now(),
+            now=now,
         )
-        try:
-            await self._store.benches.create(
-                bench, _entry(bench, actor, "created", diff({}, bench.config()))
-            )
-        except AlreadyExists as error:
-            raise Conflict(f"bench {spec.bench_id!r} already exists") from error
-        return bench
+
+        async def create(record: IdempotencyRecord | None) -> Bench:
+            entry = _entry(bench, actor, "created", diff({}, bench.config()))
+            try:
+                await self._store.benches.create(bench, entry, record)
+            except AlreadyExists as error:
+                raise Conflict(f"bench {spec.bench_id!r} already exists") from error
+            return bench
+
+        return await create_once(
+            claim,
+            resource_id=bench.bench_id,
+            now=now,
+            lookup=self._store.idempotency.get,
+            create=create,
+            load=self._store.benches.get,
+        )
 
     async def get(self, bench_id: str) -> Bench:
         bench = await self._store.benches.get(bench_id)

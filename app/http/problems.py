@@ -7,9 +7,9 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic_core import to_jsonable_python
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import errors
@@ -41,7 +41,8 @@ def problem_response(
     }
     if request is not None:
         body["instance"] = request.url.path
-    body.update(jsonable_encoder(extensions))
+    # pydantic's encoder, so instants in problems read exactly as in resources.
+    body.update(to_jsonable_python(extensions))
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.http.etag import etag_for, if_none_match_hits
+from app.http.idempotency import REPLAYED_HEADER
 
 
 def resource_response(
@@ -16,6 +17,16 @@ def resource_response(
     if location is not None:
         headers["Location"] = location
     return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
+
+
+def created_response(
+    body: BaseModel, version: int, location: str, *, replayed: bool
+) -> JSONResponse:
+    """201 for a create, and the same 201 when an Idempotency-Key replays it."""
+    response = resource_response(body, version, status_code=201, location=location)
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return response
 
 
 def conditional_get(body: BaseModel, version: int, if_none_match: str | None) -> Response:

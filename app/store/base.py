@@ -7,11 +7,17 @@ describes it and stores both atomically, or neither.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from app.benches.domain import Bench, Heartbeat
+from app.executions.domain import Execution, ExecutionStatus, Task
 from app.history.domain import HistoryEntry
+from app.idempotency import IdempotencyRecord
+from app.reservations.domain import BookedSlot, Reservation
+from app.timeutil import to_iso
 
 T = TypeVar("T")
 
@@ -40,6 +46,22 @@ class StoreUnavailable(StoreError):
     pass
 
 
+class WindowTaken(StoreError):
+    """A booking collided with reservations holding the bench (checked atomically)."""
+
+    def __init__(self, conflicts: list[BookedSlot]) -> None:
+        super().__init__("window taken")
+        self.conflicts = conflicts
+
+
+class BenchNotBookable(StoreError):
+    """The bench is missing (``bench`` is None) or not active at the moment of booking."""
+
+    def __init__(self, bench: Bench | None) -> None:
+        super().__init__("bench not bookable")
+        self.bench = bench
+
+
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
@@ -54,9 +76,25 @@ class BenchQuery:
     admin_state: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReservationQuery:
+    """Needs ``bench_id`` or ``user_id``: each is an index, and nothing here scans."""
+
+    bench_id: str | None = None
+    user_id: str | None = None
+    # Reservations whose window ends after ``ends_after`` and starts before ``starts_before``.
+    ends_after: datetime | None = None
+    starts_before: datetime | None = None
+    # Only those holding the bench (booked), as a calendar shows them.
+    holding_only: bool = False
+
+
 class BenchRepository(Protocol):
-    async def create(self, bench: Bench, entry: HistoryEntry) -> None:
-        """Store a new bench. Raises AlreadyExists when the id is taken."""
+    async def create(
+        self, bench: Bench, entry: HistoryEntry, idempotency: IdempotencyRecord | None = None
+    ) -> None:
+        """Store a new bench. Raises AlreadyExists when the id is taken, and
+        IdempotencyKeyTaken when ``idempotency``'s key is in use (and not expired)."""
 
     async def get(self, bench_id: str) -> Bench | None: ...
 
@@ -74,6 +112,112 @@ class BenchRepository(Protocol):
         """Benches matching every filter, ordered by bench_id, starting after ``after``."""
 
 
+class ReservationRepository(Protocol):
+    async def create(
+        self,
+        reservation: Reservation,
+        entry: HistoryEntry,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        """Book atomically: the bench exists and is active, no booked reservation of the
+        bench overlaps the window, and the idempotency key is unused.
+
+        Raises BenchNotBookable, WindowTaken (with every overlapping slot),
+        IdempotencyKeyTaken (with the stored record), or StoreUnavailable after too many
+        lost races.
+        """
+
+    async def get(self, reservation_id: str) -> Reservation | None: ...
+
+    async def update(self, current: Reservation, updated: Reservation, entry: HistoryEntry) -> None:
+        """Replace ``current`` (as read) by ``updated`` if still at ``current.version``.
+
+        The calendar follows: the old window is freed when ``updated`` no longer holds the
+        bench or holds another window, and a new window must be free of every other booked
+        reservation (WindowTaken, the old window left intact). Raises ItemNotFound or
+        VersionMismatch (carrying the stored reservation).
+        """
+
+    async def find(
+        self, query: ReservationQuery, limit: int, after: str | None
+    ) -> Page[Reservation]:
+        """Ordered by (start, reservation_id); ``after`` is the page key of the last one
+        seen, as ``reservation_page_key`` makes it."""
+
+
+def reservation_page_key(reservation: Reservation) -> str:
+    return f"{to_iso(reservation.start)}|{reservation.reservation_id}"
+
+
+def parse_reservation_page_key(after: str) -> tuple[str, str]:
+    """(start as stored text, reservation_id)."""
+    start, _, reservation_id = after.partition("|")
+    return start, reservation_id
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Write(Generic[R]):
+    """One item of an all-or-nothing change set.
+
+    ``before`` None: create ``after`` (it must not exist). ``after`` None: only check that
+    ``before`` is still stored at its version. Both: replace ``before`` by ``after`` if
+    still at ``before``'s version.
+    """
+
+    before: R | None
+    after: R | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionQuery:
+    """Needs ``reservation_id``, ``bench_id`` or ``status``: each is an index."""
+
+    reservation_id: str | None = None
+    bench_id: str | None = None
+    status: ExecutionStatus | None = None
+
+
+class ExecutionRepository(Protocol):
+    async def apply(
+        self,
+        executions: Sequence[Write[Execution]],
+        tasks: Sequence[Write[Task]],
+        entries: Sequence[HistoryEntry],
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        """Every write, every history entry and the key, atomically; or none of them.
+
+        Raises AlreadyExists (a created item exists), ItemNotFound (a replaced or checked
+        item is gone), VersionMismatch carrying the stored Execution or Task that moved,
+        or IdempotencyKeyTaken.
+        """
+
+    async def get(self, execution_id: str) -> Execution | None: ...
+
+    async def get_task(self, task_id: str) -> Task | None: ...
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        """Strongly consistent, in the order asked; missing ids are left out."""
+
+    async def find(self, query: ExecutionQuery, limit: int, after: str | None) -> Page[Execution]:
+        """Ordered by (created_at, execution_id); ``after`` as execution_page_key makes it."""
+
+    async def find_expired_leases(self, now: datetime, limit: int) -> list[Task]:
+        """Leased tasks whose lease ended at or before ``now``, soonest expired first."""
+
+
+def execution_page_key(execution: Execution) -> str:
+    return f"{to_iso(execution.created_at)}|{execution.execution_id}"
+
+
+class IdempotencyRepository(Protocol):
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        """The stored record, expired or not (the caller compares ``expires_at``)."""
+
+
 class HistoryRepository(Protocol):
     async def find(
         self, entity_type: str, entity_id: str, limit: int, after: int | None
@@ -88,6 +232,15 @@ class Store(Protocol):
 
     @property
     def history(self) -> HistoryRepository: ...
+
+    @property
+    def reservations(self) -> ReservationRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def executions(self) -> ExecutionRepository: ...
 
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve requests."""

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, auth
 
 pytestmark = pytest.mark.system
 
@@ -73,3 +73,67 @@ async def test_a_cursor_from_one_replica_works_on_the_other(api_replicas: list[s
         assert [b["bench_id"] for b in first.json()["items"] + second.json()["items"]] == [
             f"{prefix}-{n}" for n in range(3)
         ]
+
+
+BOOKING_ROUNDS = 20
+
+
+async def test_racing_bookings_across_two_processes_never_double_book(
+    api_replicas: list[str],
+) -> None:
+    users = [auth("alice-token"), auth("bob-token"), auth("ci-token"), ADMIN]
+    outcomes: list[list[int]] = []
+    async with httpx.AsyncClient(timeout=60) as http:
+        for _ in range(BOOKING_ROUNDS):
+            bench_id = f"book-{uuid.uuid4().hex[:8]}"
+            created = await http.post(
+                f"{api_replicas[0]}/v1/benches",
+                json={"bench_id": bench_id, "name": "race", "type": "hil"},
+                headers=ADMIN,
+            )
+            assert created.status_code == 201
+
+            async def attempt(n: int, bench_id: str = bench_id) -> httpx.Response:
+                return await http.post(
+                    f"{api_replicas[n % 2]}/v1/reservations",
+                    json={
+                        "bench_id": bench_id,
+                        "start": f"2030-01-01T09:{n:02d}:00Z",
+                        "end": "2030-01-01T11:00:00Z",
+                    },
+                    headers=users[n % 4],
+                )
+
+            responses = await asyncio.gather(*(attempt(n) for n in range(RACERS)))
+            statuses = sorted(r.status_code for r in responses)
+            outcomes.append(statuses)
+            calendar = await http.get(
+                f"{api_replicas[1]}/v1/benches/{bench_id}/reservations",
+                params={"from": "2030-01-01T00:00:00Z", "to": "2030-01-02T00:00:00Z"},
+                headers=ADMIN,
+            )
+            assert len(calendar.json()["items"]) == 1
+    assert outcomes == [[201] + [409] * (RACERS - 1)] * BOOKING_ROUNDS
+
+
+async def test_one_idempotency_key_across_two_processes_books_once(
+    api_replicas: list[str],
+) -> None:
+    bench_id = f"idem-{uuid.uuid4().hex[:8]}"
+    key = {**auth("ci-token"), "Idempotency-Key": f"pipeline-{uuid.uuid4()}"}
+    body = {"bench_id": bench_id, "start": "2030-02-01T09:00:00Z", "end": "2030-02-01T10:00:00Z"}
+    async with httpx.AsyncClient(timeout=60) as http:
+        created = await http.post(
+            f"{api_replicas[0]}/v1/benches",
+            json={"bench_id": bench_id, "name": "idem", "type": "hil"},
+            headers=ADMIN,
+        )
+        assert created.status_code == 201
+        responses = await asyncio.gather(
+            *(
+                http.post(f"{api_replicas[n % 2]}/v1/reservations", json=body, headers=key)
+                for n in range(RACERS)
+            )
+        )
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["reservation_id"] for r in responses}) == 1

@@ -1,19 +1,16 @@
 """The DynamoDB adapter of the store port: one aioboto3 client per process, no Scan.
 
-Items use the low-level attribute-value format, encoded and decoded here by hand: numbers
-arrive as strings and become ints, and free-form JSON (heartbeat details, history
-changes) is stored as a JSON string so every value comes back exactly as it went in.
+Item layout lives in codec.py, requests shared by repositories in calls.py, and the
+reservation and idempotency repositories in reservations.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
-from typing import Any, Protocol
+from typing import Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -21,33 +18,61 @@ from botocore import xform_name
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from app.benches.domain import AdminState, Bench, Heartbeat
+from app.benches.domain import Bench, Heartbeat
 from app.history.domain import HistoryEntry
+from app.idempotency import IdempotencyKeyTaken, IdempotencyRecord
 from app.settings import Settings
 from app.store.base import (
     AlreadyExists,
     BenchQuery,
     ItemNotFound,
     Page,
-    StoreError,
     StoreUnavailable,
     VersionMismatch,
 )
+from app.store.dynamodb.calls import (
+    BATCH_GET_MAX,
+    Call,
+    batch_get,
+    cancelled,
+    error_code,
+    failed,
+    old_item,
+    transact,
+)
+from app.store.dynamodb.codec import (
+    Action,
+    Item,
+    bench_key,
+    capability_key,
+    decode_bench,
+    decode_history,
+    decode_record,
+    encode_bench,
+    encode_labels,
+    entity,
+    n,
+    put_history,
+    put_record,
+    s,
+)
+from app.store.dynamodb.reservations import (
+    DynamoIdempotencyRepository,
+    DynamoReservationRepository,
+)
 from app.store.dynamodb.tables import (
+    BENCH_CALENDAR,
     BENCH_LIST_INDEX,
     BENCH_LIST_PK,
-    BENCH_SK,
     BENCHES,
     CAPABILITY_INDEX,
-    CAPABILITY_SK_PREFIX,
     HISTORY,
+    IDEMPOTENCY,
+    RESERVATIONS,
     DynamoClient,
     create_tables,
 )
-from app.timeutil import from_iso, to_iso
-
-# A low-level DynamoDB item: attribute name -> {"S": ...} / {"N": ...} / ...
-Item = dict[str, Any]
+from app.timeutil import to_iso
 
 _CLIENT_CONFIG = AioConfig(
     connect_timeout=2,
@@ -85,24 +110,8 @@ _UNAVAILABLE_ERRORS = frozenset(
         "ResourceNotFoundException",
     }
 )
-# Cancellation reasons of a transaction that a retry may get past.
-_UNAVAILABLE_REASONS = frozenset(
-    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
-)
-_CONDITION_FAILED = "ConditionalCheckFailed"
-
-# A capability query reads index keys then the benches in batches of at most this many.
-_BATCH_GET_MAX = 100
 # With a filter, DynamoDB's Limit counts items read, not items kept: read wider pages.
 _FILTERED_PAGE = 100
-# BatchGetItem may leave keys unprocessed under throttling; AWS asks for backoff between
-# tries. This is load shedding, not waiting for a race.
-_UNPROCESSED_ATTEMPTS = 5
-_UNPROCESSED_BACKOFF_S = 0.05
-
-
-class _Call(Protocol):
-    async def __call__(self, operation: str, /, **params: Any) -> dict[str, Any]: ...
 
 
 class DynamoStore:
@@ -127,8 +136,20 @@ class DynamoStore:
         self._exit_stack = exit_stack
         self._benches_table = BENCHES.table_name(table_prefix)
         history_table = HISTORY.table_name(table_prefix)
-        self.benches = DynamoBenchRepository(self._call, self._benches_table, history_table)
+        idempotency_table = IDEMPOTENCY.table_name(table_prefix)
+        self.benches = DynamoBenchRepository(
+            self._call, self._benches_table, history_table, idempotency_table
+        )
         self.history = DynamoHistoryRepository(self._call, history_table)
+        self.reservations = DynamoReservationRepository(
+            self._call,
+            reservations_table=RESERVATIONS.table_name(table_prefix),
+            calendar_table=BENCH_CALENDAR.table_name(table_prefix),
+            benches_table=self._benches_table,
+            history_table=history_table,
+            idempotency_table=idempotency_table,
+        )
+        self.idempotency = DynamoIdempotencyRepository(self._call, idempotency_table)
 
     @classmethod
     async def open(
@@ -162,7 +183,7 @@ class DynamoStore:
         try:
             await self._call("DescribeTable", TableName=self._benches_table)
         except ClientError as error:
-            raise StoreUnavailable(f"DynamoDB: {_error_code(error)}") from error
+            raise StoreUnavailable(f"DynamoDB: {error_code(error)}") from error
 
     async def close(self) -> None:
         if self._exit_stack is not None:
@@ -178,8 +199,8 @@ class DynamoStore:
         try:
             response: dict[str, Any] = await method(**params)
         except ClientError as error:
-            if _error_code(error) in _UNAVAILABLE_ERRORS:
-                raise StoreUnavailable(f"DynamoDB {operation}: {_error_code(error)}") from error
+            if error_code(error) in _UNAVAILABLE_ERRORS:
+                raise StoreUnavailable(f"DynamoDB {operation}: {error_code(error)}") from error
             raise
         except (BotoConnectionError, HTTPClientError) as error:
             raise StoreUnavailable(f"DynamoDB {operation}: {error}") from error
@@ -199,36 +220,47 @@ class DynamoStore:
 
 
 class DynamoBenchRepository:
-    def __init__(self, call: _Call, table: str, history_table: str) -> None:
+    def __init__(self, call: Call, table: str, history_table: str, idempotency_table: str) -> None:
         self._call = call
         self._table = table
         self._history_table = history_table
+        self._idempotency_table = idempotency_table
 
-    async def create(self, bench: Bench, entry: HistoryEntry) -> None:
-        actions: list[dict[str, Any]] = [
+    async def create(
+        self, bench: Bench, entry: HistoryEntry, idempotency: IdempotencyRecord | None = None
+    ) -> None:
+        actions: list[Action] = [
             {
                 "Put": {
                     "TableName": self._table,
-                    "Item": _encode_bench(bench),
+                    "Item": encode_bench(bench),
                     "ConditionExpression": "attribute_not_exists(bench_id)",
                 }
             }
         ]
         actions += [self._put_capability(bench.bench_id, tag) for tag in sorted(bench.capabilities)]
-        actions.append(_put_history(self._history_table, entry))
-        reasons = await _transact(self._call, actions)
+        actions.append(put_history(self._history_table, entry))
+        if idempotency is not None:
+            actions.append(put_record(self._idempotency_table, idempotency))
+        reasons = await transact(self._call, actions)
         if reasons is None:
             return
-        if _reason_code(reasons, 0) == _CONDITION_FAILED:
+        # The key first, as the SQLite adapter does: a retried create with the same key
+        # also finds its bench id taken, and must replay rather than report a conflict.
+        if idempotency is not None:
+            stored = old_item(reasons, len(actions) - 1)
+            if failed(reasons, len(actions) - 1) and stored is not None:
+                raise IdempotencyKeyTaken(decode_record(stored))
+        if failed(reasons, 0):
             raise AlreadyExists(bench.bench_id)
-        raise _cancelled(reasons)
+        raise cancelled(reasons)
 
     async def get(self, bench_id: str) -> Bench | None:
         response = await self._call(
-            "GetItem", TableName=self._table, Key=_bench_key(bench_id), ConsistentRead=True
+            "GetItem", TableName=self._table, Key=bench_key(bench_id), ConsistentRead=True
         )
         item = response.get("Item")
-        return None if item is None else _decode_bench(item)
+        return None if item is None else decode_bench(item)
 
     async def update(self, current: Bench, bench: Bench, entry: HistoryEntry) -> None:
         # The guard items to add and delete follow from the capabilities of the version
@@ -245,14 +277,14 @@ class DynamoBenchRepository:
             "#caps": "capabilities",
         }
         values: Item = {
-            ":name": _s(bench.name),
-            ":type": _s(bench.type),
-            ":labels": _encode_labels(bench.labels),
-            ":interval": _n(bench.heartbeat_interval_s),
-            ":state": _s(bench.admin_state.value),
-            ":version": _n(bench.version),
-            ":updated": _s(to_iso(bench.updated_at)),
-            ":seen": _n(expected_version),
+            ":name": s(bench.name),
+            ":type": s(bench.type),
+            ":labels": encode_labels(bench.labels),
+            ":interval": n(bench.heartbeat_interval_s),
+            ":state": s(bench.admin_state.value),
+            ":version": n(bench.version),
+            ":updated": s(to_iso(bench.updated_at)),
+            ":seen": n(expected_version),
         }
         expression = (
             "SET #name = :name, #type = :type, #labels = :labels, #interval = :interval,"
@@ -264,11 +296,11 @@ class DynamoBenchRepository:
             values[":caps"] = {"SS": sorted(bench.capabilities)}
         else:
             expression += " REMOVE #caps"
-        actions: list[dict[str, Any]] = [
+        actions: list[Action] = [
             {
                 "Update": {
                     "TableName": self._table,
-                    "Key": _bench_key(bench.bench_id),
+                    "Key": bench_key(bench.bench_id),
                     "UpdateExpression": expression,
                     "ConditionExpression": "#version = :seen",
                     "ExpressionAttributeNames": names,
@@ -281,25 +313,25 @@ class DynamoBenchRepository:
             actions.append(self._put_capability(bench.bench_id, tag))
         for tag in sorted(current.capabilities - bench.capabilities):
             actions.append(
-                {"Delete": {"TableName": self._table, "Key": _capability_key(bench.bench_id, tag)}}
+                {"Delete": {"TableName": self._table, "Key": capability_key(bench.bench_id, tag)}}
             )
-        actions.append(_put_history(self._history_table, entry))
-        reasons = await _transact(self._call, actions)
+        actions.append(put_history(self._history_table, entry))
+        reasons = await transact(self._call, actions)
         if reasons is None:
             return
-        if _reason_code(reasons, 0) == _CONDITION_FAILED:
-            stored = reasons[0].get("Item")
-            if not stored:
+        if failed(reasons, 0):
+            stored = old_item(reasons, 0)
+            if stored is None:
                 raise ItemNotFound(bench.bench_id)
-            raise VersionMismatch(_decode_bench(stored))
-        raise _cancelled(reasons)
+            raise VersionMismatch(decode_bench(stored))
+        raise cancelled(reasons)
 
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
         try:
             response = await self._call(
                 "UpdateItem",
                 TableName=self._table,
-                Key=_bench_key(bench_id),
+                Key=bench_key(bench_id),
                 UpdateExpression=(
                     "SET last_heartbeat_at = :at, agent_version = :agent,"
                     " heartbeat_details = :details"
@@ -307,17 +339,17 @@ class DynamoBenchRepository:
                 # Without it UpdateItem would create a bench out of a heartbeat.
                 ConditionExpression="attribute_exists(bench_id)",
                 ExpressionAttributeValues={
-                    ":at": _s(to_iso(heartbeat.at)),
-                    ":agent": _s(heartbeat.agent_version),
-                    ":details": _s(json.dumps(heartbeat.details)),
+                    ":at": s(to_iso(heartbeat.at)),
+                    ":agent": s(heartbeat.agent_version),
+                    ":details": s(json.dumps(heartbeat.details)),
                 },
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
-            if _error_code(error) == "ConditionalCheckFailedException":
+            if error_code(error) == "ConditionalCheckFailedException":
                 raise ItemNotFound(bench_id) from None
             raise
-        return _decode_bench(response["Attributes"])
+        return decode_bench(response["Attributes"])
 
     async def find(self, query: BenchQuery, limit: int, after: str | None) -> Page[Bench]:
         if limit < 1:
@@ -336,15 +368,15 @@ class DynamoBenchRepository:
 
     async def _list_all(self, query: BenchQuery, want: int, after: str | None) -> list[Bench]:
         names: dict[str, str] = {}
-        values: Item = {":list_pk": _s(BENCH_LIST_PK)}
+        values: Item = {":list_pk": s(BENCH_LIST_PK)}
         conditions = []
         if query.type is not None:
             names["#type"] = "type"
-            values[":type"] = _s(query.type)
+            values[":type"] = s(query.type)
             conditions.append("#type = :type")
         if query.admin_state is not None:
             names["#state"] = "admin_state"
-            values[":state"] = _s(query.admin_state)
+            values[":state"] = s(query.admin_state)
             conditions.append("#state = :state")
         params: dict[str, Any] = {
             "TableName": self._table,
@@ -357,7 +389,7 @@ class DynamoBenchRepository:
             params["ExpressionAttributeNames"] = names
         start: Item | None = None
         if after is not None:
-            start = {**_bench_key(after), "list_pk": _s(BENCH_LIST_PK)}
+            start = {**bench_key(after), "list_pk": s(BENCH_LIST_PK)}
         found: list[Bench] = []
         while len(found) < want:
             needed = want - len(found)
@@ -365,7 +397,7 @@ class DynamoBenchRepository:
             if start is not None:
                 page["ExclusiveStartKey"] = start
             response = await self._call("Query", **page)
-            found += [_decode_bench(item) for item in response["Items"]]
+            found += [decode_bench(item) for item in response["Items"]]
             start = response.get("LastEvaluatedKey")
             if start is None:
                 break
@@ -382,7 +414,7 @@ class DynamoBenchRepository:
         )
         start: Item | None = None
         if after is not None:
-            start = {**_capability_key(after, tag), "capability": _s(tag)}
+            start = {**capability_key(after, tag), "capability": s(tag)}
         found: list[Bench] = []
         while len(found) < want:
             needed = want - len(found)
@@ -390,8 +422,8 @@ class DynamoBenchRepository:
                 "TableName": self._table,
                 "IndexName": CAPABILITY_INDEX,
                 "KeyConditionExpression": "capability = :tag",
-                "ExpressionAttributeValues": {":tag": _s(tag)},
-                "Limit": _BATCH_GET_MAX if narrows_further else min(needed, _BATCH_GET_MAX),
+                "ExpressionAttributeValues": {":tag": s(tag)},
+                "Limit": BATCH_GET_MAX if narrows_further else min(needed, BATCH_GET_MAX),
             }
             if start is not None:
                 page["ExclusiveStartKey"] = start
@@ -408,30 +440,20 @@ class DynamoBenchRepository:
         return found[:want]
 
     async def _batch_get(self, bench_ids: Iterable[str]) -> dict[str, Bench]:
-        keys = [_bench_key(bench_id) for bench_id in bench_ids]
-        benches: dict[str, Bench] = {}
+        keys = [bench_key(bench_id) for bench_id in bench_ids]
         if not keys:
-            return benches
-        request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
-        for attempt in range(_UNPROCESSED_ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(_UNPROCESSED_BACKOFF_S * 2**attempt)
-            response = await self._call("BatchGetItem", RequestItems=request)
-            for item in response["Responses"].get(self._table, []):
-                bench = _decode_bench(item)
-                benches[bench.bench_id] = bench
-            request = response.get("UnprocessedKeys") or {}
-            if not request:
-                return benches
-        raise StoreUnavailable("DynamoDB BatchGetItem: keys left unprocessed")
+            return {}
+        found = await batch_get(self._call, {self._table: keys})
+        benches = [decode_bench(item) for item in found[self._table]]
+        return {bench.bench_id: bench for bench in benches}
 
-    def _put_capability(self, bench_id: str, tag: str) -> dict[str, Any]:
-        item = {**_capability_key(bench_id, tag), "capability": _s(tag)}
+    def _put_capability(self, bench_id: str, tag: str) -> Action:
+        item = {**capability_key(bench_id, tag), "capability": s(tag)}
         return {"Put": {"TableName": self._table, "Item": item}}
 
 
 class DynamoHistoryRepository:
-    def __init__(self, call: _Call, table: str) -> None:
+    def __init__(self, call: Call, table: str) -> None:
         self._call = call
         self._table = table
 
@@ -441,10 +463,10 @@ class DynamoHistoryRepository:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         condition = "entity = :entity"
-        values: Item = {":entity": _s(_entity(entity_type, entity_id))}
+        values: Item = {":entity": s(entity(entity_type, entity_id))}
         if after is not None:
             condition += " AND #version > :after"
-            values[":after"] = _n(after)
+            values[":after"] = n(after)
         params: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": condition,
@@ -462,7 +484,7 @@ class DynamoHistoryRepository:
             if start is not None:
                 page["ExclusiveStartKey"] = start
             response = await self._call("Query", **page)
-            entries += [_decode_history(item) for item in response["Items"]]
+            entries += [decode_history(item) for item in response["Items"]]
             start = response.get("LastEvaluatedKey")
             if start is None:
                 break
@@ -470,39 +492,6 @@ class DynamoHistoryRepository:
             items = entries[:limit]
             return Page(items=items, next_after=str(items[-1].version))
         return Page(items=entries, next_after=None)
-
-
-async def _transact(call: _Call, actions: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """Run one TransactWriteItems; the cancellation reasons if it was cancelled, else None."""
-    try:
-        # The token makes an SDK retry of this very request a no-op instead of a rerun.
-        await call(
-            "TransactWriteItems", TransactItems=actions, ClientRequestToken=str(uuid.uuid4())
-        )
-    except ClientError as error:
-        if _error_code(error) == "TransactionCanceledException":
-            reasons: list[dict[str, Any]] = error.response.get("CancellationReasons", [])
-            return reasons
-        raise
-    return None
-
-
-def _cancelled(reasons: list[dict[str, Any]]) -> StoreError:
-    codes = [str(reason.get("Code")) for reason in reasons]
-    if _UNAVAILABLE_REASONS.intersection(codes):
-        return StoreUnavailable(f"DynamoDB transaction cancelled: {codes}")
-    return StoreError(f"DynamoDB transaction cancelled: {codes}")
-
-
-def _reason_code(reasons: list[dict[str, Any]], index: int) -> str | None:
-    if index >= len(reasons):
-        return None
-    code = reasons[index].get("Code")
-    return None if code is None else str(code)
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _credentials(settings: Settings) -> dict[str, str]:
@@ -519,111 +508,4 @@ def _matches(bench: Bench, query: BenchQuery) -> bool:
         query.capabilities <= bench.capabilities
         and (query.type is None or bench.type == query.type)
         and (query.admin_state is None or bench.admin_state.value == query.admin_state)
-    )
-
-
-# --- item encoding -----------------------------------------------------------------------
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def _bench_key(bench_id: str) -> Item:
-    return {"bench_id": _s(bench_id), "sk": _s(BENCH_SK)}
-
-
-def _capability_key(bench_id: str, tag: str) -> Item:
-    return {"bench_id": _s(bench_id), "sk": _s(f"{CAPABILITY_SK_PREFIX}{tag}")}
-
-
-def _encode_labels(labels: dict[str, str]) -> Item:
-    return {"M": {key: _s(value) for key, value in labels.items()}}
-
-
-def _encode_bench(bench: Bench) -> Item:
-    item: Item = {
-        **_bench_key(bench.bench_id),
-        "list_pk": _s(BENCH_LIST_PK),
-        "name": _s(bench.name),
-        "type": _s(bench.type),
-        "labels": _encode_labels(bench.labels),
-        "heartbeat_interval_s": _n(bench.heartbeat_interval_s),
-        "admin_state": _s(bench.admin_state.value),
-        "version": _n(bench.version),
-        "created_at": _s(to_iso(bench.created_at)),
-        "updated_at": _s(to_iso(bench.updated_at)),
-    }
-    if bench.capabilities:
-        item["capabilities"] = {"SS": sorted(bench.capabilities)}
-    if bench.last_heartbeat is not None:
-        item["last_heartbeat_at"] = _s(to_iso(bench.last_heartbeat.at))
-        item["agent_version"] = _s(bench.last_heartbeat.agent_version)
-        item["heartbeat_details"] = _s(json.dumps(bench.last_heartbeat.details))
-    return item
-
-
-def _decode_bench(item: Item) -> Bench:
-    heartbeat = None
-    if "last_heartbeat_at" in item:
-        heartbeat = Heartbeat(
-            at=from_iso(item["last_heartbeat_at"]["S"]),
-            agent_version=item["agent_version"]["S"],
-            details=json.loads(item["heartbeat_details"]["S"]),
-        )
-    return Bench(
-        bench_id=item["bench_id"]["S"],
-        name=item["name"]["S"],
-        type=item["type"]["S"],
-        capabilities=frozenset(item.get("capabilities", {}).get("SS", ())),
-        labels={key: value["S"] for key, value in item["labels"]["M"].items()},
-        heartbeat_interval_s=int(item["heartbeat_interval_s"]["N"]),
-        admin_state=AdminState(item["admin_state"]["S"]),
-        version=int(item["version"]["N"]),
-        created_at=from_iso(item["created_at"]["S"]),
-        updated_at=from_iso(item["updated_at"]["S"]),
-        last_heartbeat=heartbeat,
-    )
-
-
-def _entity(entity_type: str, entity_id: str) -> str:
-    return f"{entity_type}#{entity_id}"
-
-
-def _put_history(table: str, entry: HistoryEntry) -> dict[str, Any]:
-    item: Item = {
-        "entity": _s(_entity(entry.entity_type, entry.entity_id)),
-        "version": _n(entry.version),
-        "entity_type": _s(entry.entity_type),
-        "entity_id": _s(entry.entity_id),
-        "at": _s(to_iso(entry.at)),
-        "actor": _s(entry.actor),
-        "request_id": _s(entry.request_id),
-        "action": _s(entry.action),
-        "changes": _s(json.dumps(entry.changes)),
-    }
-    # History is append-only: a second entry for one version is a bug, not an overwrite.
-    return {
-        "Put": {
-            "TableName": table,
-            "Item": item,
-            "ConditionExpression": "attribute_not_exists(entity)",
-        }
-    }
-
-
-def _decode_history(item: Item) -> HistoryEntry:
-    return HistoryEntry(
-        entity_type=item["entity_type"]["S"],
-        entity_id=item["entity_id"]["S"],
-        version=int(item["version"]["N"]),
-        at=from_iso(item["at"]["S"]),
-        actor=item["actor"]["S"],
-        request_id=item["request_id"]["S"],
-        action=item["action"]["S"],
-        changes=json.loads(item["changes"]["S"]),
     )

@@ -145,7 +145,101 @@ HISTORY = TableSpec(
     ttl_attribute="expires_at",
 )
 
-TABLES: tuple[TableSpec, ...] = (BENCHES, HISTORY)
+# Reservations by id; the two indexes serve calendars and "my reservations" in start order.
+# They lag the table: listings read them, bookings never decide on them (see BENCH_CALENDAR).
+BENCH_RESERVATIONS_INDEX = "bench_reservations_idx"
+USER_RESERVATIONS_INDEX = "user_reservations_idx"
+
+RESERVATIONS = TableSpec(
+    name="Reservations",
+    partition=KeyAttribute("reservation_id", "S"),
+    indexes=(
+        IndexSpec(
+            name=BENCH_RESERVATIONS_INDEX,
+            partition=KeyAttribute("bench_id", "S"),
+            sort=KeyAttribute("start", "S"),
+            projection="ALL",
+        ),
+        IndexSpec(
+            name=USER_RESERVATIONS_INDEX,
+            partition=KeyAttribute("user_id", "S"),
+            sort=KeyAttribute("start", "S"),
+            projection="ALL",
+        ),
+    ),
+)
+
+# One guard item per bench and UTC day ("YYYY-MM-DD"): ``slots`` lists the booked windows
+# touching that day and ``version`` counts its writes. A booking reads its days with
+# ConsistentRead and writes them in its transaction conditioned on the versions it read,
+# so two bookings that share a day cannot both commit.
+BENCH_CALENDAR = TableSpec(
+    name="BenchCalendar",
+    partition=KeyAttribute("bench_id", "S"),
+    sort=KeyAttribute("day", "S"),
+)
+
+# Idempotency-Key records (24 h), written in the transaction of the resource they create.
+# ``expires_at`` is epoch seconds for TTL, which deletes late: readers compare, not TTL.
+IDEMPOTENCY = TableSpec(
+    name="Idempotency",
+    partition=KeyAttribute("key", "S"),
+    ttl_attribute="expires_at",
+)
+
+# Executions by id. Each index sorts on ``created_key`` = execution_page_key, i.e.
+# "<created_at iso>|<execution_id>": one string whose text order is the port's order
+# (created_at, execution_id), unique per item, so pages resume exactly after a cursor.
+RESERVATION_EXECUTIONS_INDEX = "reservation_idx"
+BENCH_EXECUTIONS_INDEX = "bench_executions_idx"
+EXECUTION_STATUS_INDEX = "execution_status_idx"
+CREATED_KEY = "created_key"
+
+EXECUTIONS = TableSpec(
+    name="Executions",
+    partition=KeyAttribute("execution_id", "S"),
+    indexes=tuple(
+        IndexSpec(
+            name=name,
+            partition=KeyAttribute(partition, "S"),
+            sort=KeyAttribute(CREATED_KEY, "S"),
+            projection="ALL",
+        )
+        for name, partition in (
+            (RESERVATION_EXECUTIONS_INDEX, "reservation_id"),
+            (BENCH_EXECUTIONS_INDEX, "bench_id"),
+            (EXECUTION_STATUS_INDEX, "status"),
+        )
+    ),
+)
+
+# Tasks by id. Only a leased task carries lease_pk = "LEASED", so the sparse lease index
+# holds exactly the leased tasks, in lease_expires_at order, for the housekeeper's sweep.
+LEASE_INDEX = "lease_idx"
+LEASED_PK = "LEASED"
+
+TASKS = TableSpec(
+    name="Tasks",
+    partition=KeyAttribute("task_id", "S"),
+    indexes=(
+        IndexSpec(
+            name=LEASE_INDEX,
+            partition=KeyAttribute("lease_pk", "S"),
+            sort=KeyAttribute("lease_expires_at", "S"),
+            projection="ALL",
+        ),
+    ),
+)
+
+TABLES: tuple[TableSpec, ...] = (
+    BENCHES,
+    HISTORY,
+    RESERVATIONS,
+    BENCH_CALENDAR,
+    IDEMPOTENCY,
+    EXECUTIONS,
+    TASKS,
+)
 
 
 async def create_tables(client: DynamoClient, prefix: str) -> list[str]:

@@ -10,24 +10,39 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
 from app.benches.domain import AdminState, Bench, Heartbeat
+from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.history.domain import HistoryEntry
+from app.idempotency import IdempotencyKeyTaken, IdempotencyRecord
+from app.reservations.domain import Reservation, ReservationState
 from app.store.base import (
     AlreadyExists,
+    BenchNotBookable,
     BenchQuery,
+    ExecutionQuery,
     ItemNotFound,
     Page,
+    ReservationQuery,
     StoreUnavailable,
     VersionMismatch,
+    WindowTaken,
+    Write,
+    execution_page_key,
+    parse_reservation_page_key,
+    reservation_page_key,
 )
 from app.timeutil import from_iso, to_iso
+
+R = TypeVar("R")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS benches (
@@ -50,6 +65,71 @@ CREATE TABLE IF NOT EXISTS bench_capabilities (
     PRIMARY KEY (capability, bench_id)
 );
 CREATE INDEX IF NOT EXISTS bench_capabilities_by_bench ON bench_capabilities(bench_id);
+CREATE TABLE IF NOT EXISTS reservations (
+    reservation_id TEXT PRIMARY KEY,
+    bench_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    start TEXT NOT NULL,
+    "end" TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_by_bench ON reservations(bench_id, start, reservation_id);
+CREATE INDEX IF NOT EXISTS reservations_by_user ON reservations(user_id, start, reservation_id);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS executions (
+    execution_id TEXT PRIMARY KEY,
+    reservation_id TEXT NOT NULL,
+    bench_id TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    pipeline_url TEXT,
+    metadata TEXT NOT NULL,
+    task_ids TEXT NOT NULL,
+    time_budget_s INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    artifacts_uri TEXT,
+    summary TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_reservation
+    ON executions(reservation_id, created_at, execution_id);
+CREATE INDEX IF NOT EXISTS executions_by_bench ON executions(bench_id, created_at, execution_id);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions(status, created_at, execution_id);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    bench_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    params TEXT NOT NULL,
+    timeout_s INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    lease_holder TEXT,
+    lease_expires_at TEXT,
+    attempt_started_at TEXT,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_by_lease ON tasks(status, lease_expires_at);
 CREATE TABLE IF NOT EXISTS history (
     entity_type TEXT NOT NULL,
     entity_id TEXT NOT NULL,
@@ -132,6 +212,73 @@ def _bench_from_row(row: sqlite3.Row, capabilities: list[str]) -> Bench:
     )
 
 
+async def _claim_key(connection: aiosqlite.Connection, record: IdempotencyRecord | None) -> None:
+    """Inside the creating transaction: take the key, or raise with the record holding it."""
+    if record is None:
+        return
+    rows = list(
+        await connection.execute_fetchall(
+            "SELECT * FROM idempotency_keys WHERE key = ?", (record.key,)
+        )
+    )
+    if rows:
+        stored = _record_from_row(rows[0])
+        if stored.expires_at > record.created_at:
+            raise IdempotencyKeyTaken(stored)
+        await connection.execute("DELETE FROM idempotency_keys WHERE key = ?", (record.key,))
+    await connection.execute(
+        "INSERT INTO idempotency_keys (key, fingerprint, resource_id, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (
+            record.key,
+            record.fingerprint,
+            record.resource_id,
+            to_iso(record.created_at),
+            to_iso(record.expires_at),
+        ),
+    )
+
+
+def _record_from_row(row: sqlite3.Row) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        key=row["key"],
+        fingerprint=row["fingerprint"],
+        resource_id=row["resource_id"],
+        created_at=from_iso(row["created_at"]),
+        expires_at=from_iso(row["expires_at"]),
+    )
+
+
+def _reservation_row(reservation: Reservation) -> dict[str, Any]:
+    return {
+        "reservation_id": reservation.reservation_id,
+        "bench_id": reservation.bench_id,
+        "user_id": reservation.user_id,
+        "start": to_iso(reservation.start),
+        "end": to_iso(reservation.end),
+        "purpose": reservation.purpose,
+        "state": reservation.state.value,
+        "version": reservation.version,
+        "created_at": to_iso(reservation.created_at),
+        "updated_at": to_iso(reservation.updated_at),
+    }
+
+
+def _reservation_from_row(row: sqlite3.Row) -> Reservation:
+    return Reservation(
+        reservation_id=row["reservation_id"],
+        bench_id=row["bench_id"],
+        user_id=row["user_id"],
+        start=from_iso(row["start"]),
+        end=from_iso(row["end"]),
+        purpose=row["purpose"],
+        state=ReservationState(row["state"]),
+        version=row["version"],
+        created_at=from_iso(row["created_at"]),
+        updated_at=from_iso(row["updated_at"]),
+    )
+
+
 async def _insert_history(connection: aiosqlite.Connection, entry: HistoryEntry) -> None:
     await connection.execute(
         "INSERT INTO history (entity_type, entity_id, version, at, actor, request_id, action,"
@@ -153,8 +300,11 @@ class SqliteBenchRepository:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
 
-    async def create(self, bench: Bench, entry: HistoryEntry) -> None:
+    async def create(
+        self, bench: Bench, entry: HistoryEntry, idempotency: IdempotencyRecord | None = None
+    ) -> None:
         async with self._db.write() as connection:
+            await _claim_key(connection, idempotency)
             try:
                 await connection.execute(
                     "INSERT INTO benches (bench_id, name, type, labels, heartbeat_interval_s,"
@@ -253,6 +403,11 @@ class SqliteBenchRepository:
         return Page(items=benches, next_after=next_after)
 
     async def _get(self, connection: aiosqlite.Connection, bench_id: str) -> Bench | None:
+        return await self.read(connection, bench_id)
+
+    @classmethod
+    async def read(cls, connection: aiosqlite.Connection, bench_id: str) -> Bench | None:
+        """The bench as this connection sees it (inside another repository's transaction)."""
         rows = list(
             await connection.execute_fetchall(
                 "SELECT * FROM benches WHERE bench_id = ?", (bench_id,)
@@ -260,7 +415,7 @@ class SqliteBenchRepository:
         )
         if not rows:
             return None
-        return _bench_from_row(rows[0], await self._capabilities(connection, bench_id))
+        return _bench_from_row(rows[0], await cls._capabilities(connection, bench_id))
 
     @staticmethod
     async def _capabilities(connection: aiosqlite.Connection, bench_id: str) -> list[str]:
@@ -277,6 +432,362 @@ class SqliteBenchRepository:
             "INSERT INTO bench_capabilities (capability, bench_id) VALUES (?, ?)",
             [(capability, bench_id) for capability in sorted(capabilities)],
         )
+
+
+class SqliteReservationRepository:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        reservation: Reservation,
+        entry: HistoryEntry,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        async with self._db.write() as connection:
+            await _claim_key(connection, idempotency)
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT bench_id FROM benches WHERE bench_id = ? AND admin_state = ?",
+                    (reservation.bench_id, AdminState.ACTIVE.value),
+                )
+            )
+            if not rows:
+                bench = await SqliteBenchRepository.read(connection, reservation.bench_id)
+                raise BenchNotBookable(bench)
+            await self._check_free(connection, reservation)
+            await _RESERVATIONS.write(
+                connection, reservation.reservation_id, Write(None, reservation), None
+            )
+            await _insert_history(connection, entry)
+
+    async def get(self, reservation_id: str) -> Reservation | None:
+        async with self._db.read() as connection:
+            return await _RESERVATIONS.read(connection, reservation_id)
+
+    async def update(self, current: Reservation, updated: Reservation, entry: HistoryEntry) -> None:
+        async with self._db.write() as connection:
+            stored = await _RESERVATIONS.read(connection, current.reservation_id)
+            if stored is None:
+                raise ItemNotFound(current.reservation_id)
+            if stored.version != current.version:
+                raise VersionMismatch(stored)
+            if updated.holds_bench:
+                await self._check_free(connection, updated)
+            # The write lock is held since BEGIN IMMEDIATE, so the check above still holds;
+            # the write is conditioned on the version all the same.
+            await _RESERVATIONS.write(
+                connection, current.reservation_id, Write(current, updated), current.version
+            )
+            await _insert_history(connection, entry)
+
+    async def find(
+        self, query: ReservationQuery, limit: int, after: str | None
+    ) -> Page[Reservation]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.bench_id is not None:
+            clauses.append("bench_id = ?")
+            params.append(query.bench_id)
+        if query.user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(query.user_id)
+        if not clauses:
+            raise ValueError("a reservation query needs bench_id or user_id")
+        if query.ends_after is not None:
+            clauses.append('"end" > ?')
+            params.append(to_iso(query.ends_after))
+        if query.starts_before is not None:
+            clauses.append("start < ?")
+            params.append(to_iso(query.starts_before))
+        if query.holding_only:
+            clauses.append("state = ?")
+            params.append(ReservationState.BOOKED.value)
+        if after is not None:
+            start, reservation_id = parse_reservation_page_key(after)
+            clauses.append("(start, reservation_id) > (?, ?)")
+            params += [start, reservation_id]
+        sql = (
+            f"SELECT * FROM reservations WHERE {' AND '.join(clauses)}"
+            " ORDER BY start, reservation_id LIMIT ?"
+        )
+        async with self._db.read() as connection:
+            rows = list(await connection.execute_fetchall(sql, [*params, limit + 1]))
+        items = [_reservation_from_row(row) for row in rows[:limit]]
+        next_after = reservation_page_key(items[-1]) if len(rows) > limit else None
+        return Page(items=items, next_after=next_after)
+
+    @staticmethod
+    async def _check_free(connection: aiosqlite.Connection, reservation: Reservation) -> None:
+        """Inside the write transaction, so no booking can slip in between check and insert."""
+        rows = await connection.execute_fetchall(
+            "SELECT * FROM reservations WHERE bench_id = ? AND state = ? AND start < ?"
+            ' AND "end" > ? AND reservation_id != ? ORDER BY start',
+            (
+                reservation.bench_id,
+                ReservationState.BOOKED.value,
+                to_iso(reservation.end),
+                to_iso(reservation.start),
+                reservation.reservation_id,
+            ),
+        )
+        taken = [_reservation_from_row(row).slot for row in rows]
+        if taken:
+            raise WindowTaken(taken)
+
+
+def _opt_iso(moment: datetime | None) -> str | None:
+    return None if moment is None else to_iso(moment)
+
+
+def _opt_time(text: str | None) -> datetime | None:
+    return None if text is None else from_iso(text)
+
+
+def _execution_row(execution: Execution) -> dict[str, Any]:
+    return {
+        "execution_id": execution.execution_id,
+        "reservation_id": execution.reservation_id,
+        "bench_id": execution.bench_id,
+        "created_by": execution.created_by,
+        "commit_sha": execution.commit_sha,
+        "pipeline_url": execution.pipeline_url,
+        "metadata": json.dumps(execution.metadata),
+        "task_ids": json.dumps(list(execution.task_ids)),
+        "time_budget_s": execution.time_budget_s,
+        "status": execution.status.value,
+        "artifacts_uri": execution.artifacts_uri,
+        "summary": execution.summary,
+        "started_at": _opt_iso(execution.started_at),
+        "finished_at": _opt_iso(execution.finished_at),
+        "version": execution.version,
+        "created_at": to_iso(execution.created_at),
+        "updated_at": to_iso(execution.updated_at),
+    }
+
+
+def _execution_from_row(row: sqlite3.Row) -> Execution:
+    return Execution(
+        execution_id=row["execution_id"],
+        reservation_id=row["reservation_id"],
+        bench_id=row["bench_id"],
+        created_by=row["created_by"],
+        commit_sha=row["commit_sha"],
+        pipeline_url=row["pipeline_url"],
+        metadata=json.loads(row["metadata"]),
+        task_ids=tuple(json.loads(row["task_ids"])),
+        time_budget_s=row["time_budget_s"],
+        status=ExecutionStatus(row["status"]),
+        artifacts_uri=row["artifacts_uri"],
+        summary=row["summary"],
+        started_at=_opt_time(row["started_at"]),
+        finished_at=_opt_time(row["finished_at"]),
+        version=row["version"],
+        created_at=from_iso(row["created_at"]),
+        updated_at=from_iso(row["updated_at"]),
+    )
+
+
+def _task_row(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "execution_id": task.execution_id,
+        "bench_id": task.bench_id,
+        "seq": task.seq,
+        "type": task.type,
+        "params": json.dumps(task.params),
+        "timeout_s": task.timeout_s,
+        "max_attempts": task.max_attempts,
+        "status": task.status.value,
+        "attempts": task.attempts,
+        "version": task.version,
+        "created_at": to_iso(task.created_at),
+        "updated_at": to_iso(task.updated_at),
+        "lease_holder": task.lease_holder,
+        "lease_expires_at": _opt_iso(task.lease_expires_at),
+        "attempt_started_at": _opt_iso(task.attempt_started_at),
+        "result": None if task.result is None else json.dumps(task.result),
+        "error": task.error,
+    }
+
+
+def _task_from_row(row: sqlite3.Row) -> Task:
+    return Task(
+        task_id=row["task_id"],
+        execution_id=row["execution_id"],
+        bench_id=row["bench_id"],
+        seq=row["seq"],
+        type=row["type"],
+        params=json.loads(row["params"]),
+        timeout_s=row["timeout_s"],
+        max_attempts=row["max_attempts"],
+        status=TaskStatus(row["status"]),
+        attempts=row["attempts"],
+        version=row["version"],
+        created_at=from_iso(row["created_at"]),
+        updated_at=from_iso(row["updated_at"]),
+        lease_holder=row["lease_holder"],
+        lease_expires_at=_opt_time(row["lease_expires_at"]),
+        attempt_started_at=_opt_time(row["attempt_started_at"]),
+        result=None if row["result"] is None else json.loads(row["result"]),
+        error=row["error"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Table(Generic[R]):
+    """How one kind of versioned item maps to a table, for change sets."""
+
+    name: str
+    key: str
+    to_row: Callable[[R], dict[str, Any]]
+    from_row: Callable[[sqlite3.Row], R]
+
+    async def read(self, connection: aiosqlite.Connection, key: str) -> R | None:
+        rows = list(
+            await connection.execute_fetchall(
+                f"SELECT * FROM {self.name} WHERE {self.key} = ?",
+                (key,),
+            )
+        )
+        return self.from_row(rows[0]) if rows else None
+
+    async def write(
+        self, connection: aiosqlite.Connection, key: str, write: Write[R], version: int | None
+    ) -> None:
+        """``version``: the version ``write.before`` was read at (None for a create)."""
+        if write.before is None:
+            assert write.after is not None
+            row = self.to_row(write.after)
+            columns = ", ".join(f'"{column}"' for column in row)
+            marks = ", ".join("?" for _ in row)
+            try:
+                await connection.execute(
+                    f"INSERT INTO {self.name} ({columns}) VALUES ({marks})",
+                    list(row.values()),
+                )
+            except sqlite3.IntegrityError as error:
+                raise AlreadyExists(key) from error
+            return
+        if write.after is None:
+            changed = 0
+            rows = await connection.execute_fetchall(
+                f"SELECT 1 FROM {self.name} WHERE {self.key} = ? AND version = ?",
+                (key, version),
+            )
+            changed = len(list(rows))
+        else:
+            row = self.to_row(write.after)
+            assignments = ", ".join(f'"{column}" = ?' for column in row)
+            cursor = await connection.execute(
+                f"UPDATE {self.name} SET {assignments} WHERE {self.key} = ? AND version = ?",
+                [*row.values(), key, version],
+            )
+            changed = cursor.rowcount
+        if changed == 0:
+            stored = await self.read(connection, key)
+            if stored is None:
+                raise ItemNotFound(key)
+            raise VersionMismatch(stored)
+
+
+_EXECUTIONS: _Table[Execution] = _Table(
+    "executions", "execution_id", _execution_row, _execution_from_row
+)
+_TASKS: _Table[Task] = _Table("tasks", "task_id", _task_row, _task_from_row)
+_RESERVATIONS: _Table[Reservation] = _Table(
+    "reservations", "reservation_id", _reservation_row, _reservation_from_row
+)
+
+
+class SqliteExecutionRepository:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def apply(
+        self,
+        executions: Sequence[Write[Execution]],
+        tasks: Sequence[Write[Task]],
+        entries: Sequence[HistoryEntry],
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        async with self._db.write() as connection:
+            await _claim_key(connection, idempotency)
+            for execution_write in executions:
+                item = execution_write.before or execution_write.after
+                assert item is not None
+                version = None if execution_write.before is None else item.version
+                await _EXECUTIONS.write(connection, item.execution_id, execution_write, version)
+            for task_write in tasks:
+                task = task_write.before or task_write.after
+                assert task is not None
+                version = None if task_write.before is None else task.version
+                await _TASKS.write(connection, task.task_id, task_write, version)
+            for entry in entries:
+                await _insert_history(connection, entry)
+
+    async def get(self, execution_id: str) -> Execution | None:
+        async with self._db.read() as connection:
+            return await _EXECUTIONS.read(connection, execution_id)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        async with self._db.read() as connection:
+            return await _TASKS.read(connection, task_id)
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        async with self._db.read() as connection:
+            found = [await _TASKS.read(connection, task_id) for task_id in task_ids]
+        return [task for task in found if task is not None]
+
+    async def find(self, query: ExecutionQuery, limit: int, after: str | None) -> Page[Execution]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("reservation_id", query.reservation_id),
+            ("bench_id", query.bench_id),
+            ("status", None if query.status is None else query.status.value),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if not clauses:
+            raise ValueError("an execution query needs reservation_id, bench_id or status")
+        if after is not None:
+            created_at, _, execution_id = after.partition("|")
+            clauses.append("(created_at, execution_id) > (?, ?)")
+            params += [created_at, execution_id]
+        sql = (
+            f"SELECT * FROM executions WHERE {' AND '.join(clauses)}"
+            " ORDER BY created_at, execution_id LIMIT ?"
+        )
+        async with self._db.read() as connection:
+            rows = list(await connection.execute_fetchall(sql, [*params, limit + 1]))
+        items = [_execution_from_row(row) for row in rows[:limit]]
+        next_after = execution_page_key(items[-1]) if len(rows) > limit else None
+        return Page(items=items, next_after=next_after)
+
+    async def find_expired_leases(self, now: datetime, limit: int) -> list[Task]:
+        async with self._db.read() as connection:
+            rows = await connection.execute_fetchall(
+                "SELECT * FROM tasks WHERE status = ? AND lease_expires_at <= ?"
+                " ORDER BY lease_expires_at LIMIT ?",
+                (TaskStatus.LEASED.value, to_iso(now), limit),
+            )
+        return [_task_from_row(row) for row in rows]
+
+
+class SqliteIdempotencyRepository:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        async with self._db.read() as connection:
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT * FROM idempotency_keys WHERE key = ?", (key,)
+                )
+            )
+        return _record_from_row(rows[0]) if rows else None
 
 
 class SqliteHistoryRepository:
@@ -316,6 +827,9 @@ class SqliteStore:
         self._db = db
         self.benches = SqliteBenchRepository(db)
         self.history = SqliteHistoryRepository(db)
+        self.reservations = SqliteReservationRepository(db)
+        self.idempotency = SqliteIdempotencyRepository(db)
+        self.executions = SqliteExecutionRepository(db)
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:

@@ -1,0 +1,222 @@
+"""Reservations: windows on a bench's calendar, their life, and the booking rules. No I/O.
+
+Windows are half-open, ``[start, end)``: a booking ending at 11:00 and one starting at
+11:00 do not collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from app.errors import Conflict, Forbidden, InvalidInput
+from app.identity import Principal, Role
+
+# Clients' clocks drift; a window starting this much in the past still counts as "now".
+CLOCK_SKEW = timedelta(seconds=60)
+# The longest window any deployment may allow. Calendar queries look back this far for
+# reservations that began earlier and still reach into the range asked about.
+LONGEST_WINDOW = timedelta(days=31)
+
+
+class ReservationState(StrEnum):
+    """What is stored. ``booked`` becomes confirmed, active or completed by the clock."""
+
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+    RELEASED = "released"
+
+
+class ReservationStatus(StrEnum):
+    """What users see."""
+
+    CONFIRMED = "confirmed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def overlaps(self, other: Window) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+    def days(self) -> list[date]:
+        """The UTC days the window touches: the calendar buckets it lives in."""
+        first = self.start.date()
+        last = (self.end - timedelta(microseconds=1)).date()
+        return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class BookedSlot:
+    """A window a reservation holds on its bench's calendar."""
+
+    reservation_id: str
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    reservation_id: str
+    bench_id: str
+    user_id: str
+    start: datetime
+    end: datetime
+    purpose: str
+    state: ReservationState
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def window(self) -> Window:
+        return Window(self.start, self.end)
+
+    @property
+    def holds_bench(self) -> bool:
+        """Whether the window is taken: cancelled and released windows are free at once."""
+        return self.state is ReservationState.BOOKED
+
+    @property
+    def slot(self) -> BookedSlot:
+        return BookedSlot(self.reservation_id, self.window)
+
+    def status(self, now: datetime) -> ReservationStatus:
+        if self.state is ReservationState.CANCELLED:
+            return ReservationStatus.CANCELLED
+        if self.state is ReservationState.RELEASED:
+            return ReservationStatus.RELEASED
+        if now < self.start:
+            return ReservationStatus.CONFIRMED
+        if now < self.end:
+            return ReservationStatus.ACTIVE
+        return ReservationStatus.COMPLETED
+
+
+def validate_window(window: Window, now: datetime, max_duration: timedelta) -> None:
+    if window.end <= window.start:
+        raise InvalidInput("end must be after start")
+    if window.start < now - CLOCK_SKEW:
+        raise InvalidInput("start is in the past")
+    if window.duration > max_duration:
+        hours = max_duration.total_seconds() / 3600
+        raise InvalidInput(f"a reservation may last at most {hours:g} hours")
+
+
+def conflicts(window: Window, slots: Iterable[BookedSlot], ignore: str = "") -> list[BookedSlot]:
+    """The slots that overlap ``window``; ``ignore`` names the reservation being moved."""
+    return [
+        slot for slot in slots if slot.reservation_id != ignore and slot.window.overlaps(window)
+    ]
+
+
+def check_may_change(principal: Principal, reservation: Reservation) -> None:
+    if principal.role is not Role.ADMIN and principal.subject != reservation.user_id:
+        raise Forbidden("only the owner of a reservation or an admin may change it")
+
+
+def _refuse(reservation: Reservation, action: str, now: datetime, allowed: list[str]) -> Conflict:
+    status = reservation.status(now).value
+    return Conflict(
+        f"a {status} reservation cannot be {action}",
+        current_status=status,
+        allowed_transitions=allowed,
+    )
+
+
+def _transitions(status: ReservationStatus) -> list[str]:
+    return {
+        ReservationStatus.CONFIRMED: ["cancel", "move"],
+        ReservationStatus.ACTIVE: ["cancel", "release", "move"],
+    }.get(status, [])
+
+
+def cancel(reservation: Reservation, now: datetime) -> Reservation:
+    status = reservation.status(now)
+    if status not in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE):
+        raise _refuse(reservation, "cancelled", now, _transitions(status))
+    return replace(
+        reservation,
+        state=ReservationState.CANCELLED,
+        version=reservation.version + 1,
+        updated_at=now,
+    )
+
+
+def release(reservation: Reservation, now: datetime) -> Reservation:
+    """Ends an active reservation now: the rest of its window is free for others."""
+    status = reservation.status(now)
+    if status is not ReservationStatus.ACTIVE:
+        raise _refuse(reservation, "released", now, _transitions(status))
+    return replace(
+        reservation,
+        state=ReservationState.RELEASED,
+        end=now,
+        version=reservation.version + 1,
+        updated_at=now,
+    )
+
+
+def move(
+    reservation: Reservation,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    purpose: str | None,
+    now: datetime,
+    max_duration: timedelta,
+) -> Reservation:
+    """A new window and/or purpose; the same reservation when nothing changes."""
+    status = reservation.status(now)
+    if status not in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE):
+        raise _refuse(reservation, "changed", now, _transitions(status))
+    window = Window(start or reservation.start, end or reservation.end)
+    if window != reservation.window:
+        if status is ReservationStatus.ACTIVE:
+            # An active reservation has begun: its start is history, its end must lie ahead.
+            if window.start != reservation.start:
+                raise Conflict("an active reservation cannot change its start")
+            if window.end <= now:
+                raise InvalidInput("end must be in the future")
+            if window.duration > max_duration:
+                hours = max_duration.total_seconds() / 3600
+                raise InvalidInput(f"a reservation may last at most {hours:g} hours")
+        else:
+            validate_window(window, now, max_duration)
+    changed = replace(
+        reservation,
+        start=window.start,
+        end=window.end,
+        purpose=reservation.purpose if purpose is None else purpose,
+    )
+    if changed == reservation:
+        return reservation
+    return replace(changed, version=reservation.version + 1, updated_at=now)
+
+
+def free_windows(busy: Iterable[Window], search: Window, duration: timedelta) -> list[Window]:
+    """The gaps of at least ``duration`` inside ``search`` between busy windows, in order."""
+    gaps: list[Window] = []
+    cursor = search.start
+    for taken in sorted(busy, key=lambda w: w.start):
+        if taken.end <= cursor:
+            continue
+        if taken.start >= search.end:
+            break
+        if taken.start - cursor >= duration:
+            gaps.append(Window(cursor, taken.start))
+        cursor = max(cursor, taken.end)
+    if search.end - cursor >= duration:
+        gaps.append(Window(cursor, search.end))
+    return gaps

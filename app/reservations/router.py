@@ -1,0 +1,271 @@
+"""HTTP for reservations, bench calendars and availability search."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import JSONResponse
+
+from app.benches.domain import BENCH_ID_PATTERN
+from app.benches.schemas import Capability
+from app.deps import ActorDep, ClockDep, SettingsDep, StoreDep
+from app.errors import InvalidInput
+from app.history.schemas import HistoryEntryOut
+from app.http.auth import PrincipalDep, require_roles
+from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
+from app.http.idempotency import IdempotencyKeyDep
+from app.http.pagination import PageOut, PagerDep
+from app.http.responses import conditional_get, created_response, resource_response
+from app.identity import Principal, Role
+from app.reservations.domain import ReservationStatus, Window
+from app.reservations.schemas import (
+    AvailabilityOut,
+    FreeWindowOut,
+    ReservationCreate,
+    ReservationOut,
+    ReservationPatch,
+)
+from app.reservations.service import BookingRequest, ReservationService
+from app.store.base import ReservationQuery
+
+router = APIRouter(tags=["reservations"])
+
+ReservationIdPath = Annotated[str, Path(max_length=64)]
+BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
+Instant = Annotated[datetime, Query()]
+Booker = Annotated[Principal, Depends(require_roles(Role.USER, Role.CI, Role.ADMIN))]
+# Without `from`/`to`, calendars and searches cover the next week.
+DEFAULT_RANGE = timedelta(days=7)
+
+
+def reservation_service(
+    store: StoreDep, clock: ClockDep, settings: SettingsDep
+) -> ReservationService:
+    return ReservationService(store, clock, timedelta(hours=settings.max_reservation_hours))
+
+
+ServiceDep = Annotated[ReservationService, Depends(reservation_service)]
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInput(f"{name} must carry a UTC offset, e.g. 2026-11-25T09:00:00Z")
+    return None if value is None else value.astimezone(UTC)
+
+
+def _render(reservation_out: ReservationOut) -> JSONResponse:
+    return resource_response(reservation_out, reservation_out.version)
+
+
+@router.post(
+    "/v1/reservations",
+    status_code=201,
+    response_model=ReservationOut,
+    operation_id="create_reservation",
+    responses={409: {"description": "the window is taken, or no matching bench is free"}},
+)
+async def create_reservation(
+    body: ReservationCreate,
+    service: ServiceDep,
+    actor: ActorDep,
+    principal: Booker,
+    idempotency: IdempotencyKeyDep,
+) -> JSONResponse:
+    request = BookingRequest(
+        window=Window(body.start.astimezone(UTC), body.end.astimezone(UTC)),
+        purpose=body.purpose,
+        bench_id=body.bench_id,
+        capabilities=frozenset(body.capabilities or ()),
+    )
+    reservation, replayed = await service.book(
+        request, actor, idempotency.claim(principal, "create_reservation", body)
+    )
+    return created_response(
+        ReservationOut.of(reservation, service.now()),
+        reservation.version,
+        f"/v1/reservations/{reservation.reservation_id}",
+        replayed=replayed,
+    )
+
+
+@router.get(
+    "/v1/reservations", response_model=PageOut[ReservationOut], operation_id="list_reservations"
+)
+async def list_reservations(
+    service: ServiceDep,
+    pager: PagerDep,
+    principal: PrincipalDep,
+    user_id: Annotated[
+        str | None, Query(max_length=200, description="`me` means the caller")
+    ] = None,
+    bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
+    status: ReservationStatus | None = None,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: Instant | None = None,
+) -> PageOut[ReservationOut]:
+    """Reservations of a user or a bench; with neither, the caller's own."""
+    if user_id == "me" or (user_id is None and bench_id is None):
+        user_id = principal.subject
+    start, end = _aware(from_, "from"), _aware(to, "to")
+    filters = {
+        "user_id": user_id,
+        "bench_id": bench_id,
+        "status": status,
+        "from": start,
+        "to": end,
+    }
+    page = await service.find(
+        ReservationQuery(bench_id=bench_id, user_id=user_id, ends_after=start, starts_before=end),
+        status,
+        pager.limit,
+        pager.start_after("reservations", filters),
+    )
+    now = service.now()
+    return PageOut[ReservationOut](
+        items=[ReservationOut.of(r, now) for r in page.items],
+        next_cursor=pager.next_cursor("reservations", filters, page.next_after),
+    )
+
+
+@router.get(
+    "/v1/reservations/{reservation_id}",
+    response_model=ReservationOut,
+    operation_id="get_reservation",
+)
+async def get_reservation(
+    reservation_id: ReservationIdPath,
+    service: ServiceDep,
+    _: PrincipalDep,
+    if_none_match: IfNoneMatchHeader = None,
+) -> Response:
+    reservation = await service.get(reservation_id)
+    return conditional_get(
+        ReservationOut.of(reservation, service.now()), reservation.version, if_none_match
+    )
+
+
+@router.patch(
+    "/v1/reservations/{reservation_id}",
+    response_model=ReservationOut,
+    operation_id="update_reservation",
+)
+async def update_reservation(
+    reservation_id: ReservationIdPath,
+    body: ReservationPatch,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: IfMatchDep,
+) -> JSONResponse:
+    """Move or resize the window, or change the purpose; conflict-checked like a booking."""
+    reservation = await service.move(
+        reservation_id,
+        start=None if body.start is None else body.start.astimezone(UTC),
+        end=None if body.end is None else body.end.astimezone(UTC),
+        purpose=body.purpose,
+        expectation=expectation,
+        actor=actor,
+    )
+    return _render(ReservationOut.of(reservation, service.now()))
+
+
+@router.post(
+    "/v1/reservations/{reservation_id}/cancel",
+    response_model=ReservationOut,
+    operation_id="cancel_reservation",
+)
+async def cancel_reservation(
+    reservation_id: ReservationIdPath,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: OptionalIfMatchDep,
+) -> JSONResponse:
+    reservation = await service.cancel(reservation_id, expectation, actor)
+    return _render(ReservationOut.of(reservation, service.now()))
+
+
+@router.post(
+    "/v1/reservations/{reservation_id}/release",
+    response_model=ReservationOut,
+    operation_id="release_reservation",
+)
+async def release_reservation(
+    reservation_id: ReservationIdPath,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: OptionalIfMatchDep,
+) -> JSONResponse:
+    """End an active reservation now; the rest of its window is free at once."""
+    reservation = await service.release(reservation_id, expectation, actor)
+    return _render(ReservationOut.of(reservation, service.now()))
+
+
+@router.get(
+    "/v1/reservations/{reservation_id}/history",
+    response_model=PageOut[HistoryEntryOut],
+    operation_id="list_reservation_history",
+)
+async def list_reservation_history(
+    reservation_id: ReservationIdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+) -> PageOut[HistoryEntryOut]:
+    scope = f"reservation-history:{reservation_id}"
+    after = pager.start_after(scope, {})
+    page = await service.history(reservation_id, pager.limit, None if after is None else int(after))
+    return PageOut[HistoryEntryOut](
+        items=[HistoryEntryOut.of(entry) for entry in page.items],
+        next_cursor=pager.next_cursor(scope, {}, page.next_after),
+    )
+
+
+@router.get(
+    "/v1/benches/{bench_id}/reservations",
+    response_model=PageOut[ReservationOut],
+    operation_id="list_bench_calendar",
+    tags=["benches"],
+)
+async def list_bench_calendar(
+    bench_id: BenchIdPath,
+    service: ServiceDep,
+    pager: PagerDep,
+    _: PrincipalDep,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: Instant | None = None,
+) -> PageOut[ReservationOut]:
+    """The bench's calendar: reservations holding it in [from, to), ordered by start."""
+    start = _aware(from_, "from") or service.now()
+    end = _aware(to, "to") or start + DEFAULT_RANGE
+    filters = {"from": start, "to": end}
+    scope = f"calendar:{bench_id}"
+    page = await service.calendar(
+        bench_id, Window(start, end), pager.limit, pager.start_after(scope, filters)
+    )
+    now = service.now()
+    return PageOut[ReservationOut](
+        items=[ReservationOut.of(r, now) for r in page.items],
+        next_cursor=pager.next_cursor(scope, filters, page.next_after),
+    )
+
+
+@router.get("/v1/availability", response_model=AvailabilityOut, operation_id="find_availability")
+async def find_availability(
+    service: ServiceDep,
+    _: PrincipalDep,
+    duration: Annotated[timedelta, Query(description="ISO 8601, e.g. PT2H")],
+    capability: Annotated[list[Capability], Query(max_length=32)] = [],  # noqa: B006
+    bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: Instant | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> AvailabilityOut:
+    """The earliest free windows of at least ``duration`` on matching active benches."""
+    start = _aware(from_, "from") or service.now()
+    end = _aware(to, "to") or start + DEFAULT_RANGE
+    found = await service.availability(
+        bench_id=bench_id,
+        capabilities=frozenset(capability),
+        duration=duration,
+        search=Window(start, end),
+        limit=limit,
+    )
+    return AvailabilityOut(items=[FreeWindowOut.of(free) for free in found])

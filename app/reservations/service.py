@@ -1,0 +1,409 @@
+"""Reservation use-cases: book (by bench or by capability), move, cancel, release, search.
+
+The store decides conflicts atomically; this layer picks benches, validates windows with
+the domain, and turns store outcomes into the errors users see.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.benches.domain import AdminState, Bench
+from app.clock import Clock
+from app.concurrency import change_versioned
+from app.errors import Conflict, InvalidInput, NotFound
+from app.history.domain import HistoryEntry, diff
+from app.idempotency import IdempotencyClaim, IdempotencyRecord, create_once
+from app.identity import Actor
+from app.ids import sortable_uuid
+from app.reservations.domain import (
+    LONGEST_WINDOW,
+    BookedSlot,
+    Reservation,
+    ReservationState,
+    ReservationStatus,
+    Window,
+    cancel,
+    check_may_change,
+    free_windows,
+    move,
+    release,
+    validate_window,
+)
+from app.store.base import (
+    BenchNotBookable,
+    BenchQuery,
+    Page,
+    ReservationQuery,
+    Store,
+    WindowTaken,
+    reservation_page_key,
+)
+from app.timeutil import to_iso
+from app.versioning import VersionExpectation
+
+ENTITY = "reservation"
+# A capability booking considers at most this many matching benches.
+MAX_CANDIDATES = 200
+LONGEST_SEARCH = timedelta(days=31)
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRequest:
+    window: Window
+    purpose: str
+    bench_id: str | None = None
+    capabilities: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class FreeWindow:
+    bench_id: str
+    window: Window
+
+
+def _snapshot(reservation: Reservation) -> dict[str, Any]:
+    return {
+        "bench_id": reservation.bench_id,
+        "user_id": reservation.user_id,
+        "start": to_iso(reservation.start),
+        "end": to_iso(reservation.end),
+        "purpose": reservation.purpose,
+        "state": reservation.state.value,
+    }
+
+
+def _entry(
+    reservation: Reservation, actor: Actor, action: str, before: Reservation | None
+) -> HistoryEntry:
+    return HistoryEntry(
+        entity_type=ENTITY,
+        entity_id=reservation.reservation_id,
+        version=reservation.version,
+        at=reservation.updated_at,
+        actor=actor.subject,
+        request_id=actor.request_id,
+        action=action,
+        changes=diff({} if before is None else _snapshot(before), _snapshot(reservation)),
+    )
+
+
+def _slots_problem(slots: list[BookedSlot]) -> list[dict[str, Any]]:
+    return [
+        {
+            "reservation_id": slot.reservation_id,
+            "start": slot.window.start,
+            "end": slot.window.end,
+        }
+        for slot in sorted(slots, key=lambda s: s.window.start)
+    ]
+
+
+def _window_taken(bench_id: str, taken: WindowTaken) -> Conflict:
+    return Conflict(
+        f"bench {bench_id!r} is already reserved in that window",
+        conflicts=_slots_problem(taken.conflicts),
+    )
+
+
+def _not_bookable(bench_id: str, bench: Bench | None) -> NotFound | Conflict:
+    if bench is None:
+        return NotFound(f"bench {bench_id!r} does not exist")
+    return Conflict(
+        f"bench {bench_id!r} is {bench.admin_state.value} and cannot be booked",
+        admin_state=bench.admin_state.value,
+    )
+
+
+class ReservationService:
+    def __init__(self, store: Store, clock: Clock, max_duration: timedelta) -> None:
+        self._store = store
+        self._clock = clock
+        self._max_duration = min(max_duration, LONGEST_WINDOW)
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    # --- booking -------------------------------------------------------------------------
+
+    async def book(
+        self, request: BookingRequest, actor: Actor, claim: IdempotencyClaim | None
+    ) -> tuple[Reservation, bool]:
+        """Returns (reservation, replayed)."""
+        now = self._clock.now()
+        validate_window(request.window, now, self._max_duration)
+        reservation_id = sortable_uuid(now)
+
+        def draft(bench_id: str) -> Reservation:
+            return Reservation(
+                reservation_id=reservation_id,
+                bench_id=bench_id,
+                user_id=actor.subject,
+                start=request.window.start,
+                end=request.window.end,
+                purpose=request.purpose,
+                state=ReservationState.BOOKED,
+                version=1,
+                created_at=now,
+                updated_at=now,
+            )
+
+        async def create(record: IdempotencyRecord | None) -> Reservation:
+            if request.bench_id is not None:
+                return await self._book_bench(draft(request.bench_id), actor, record)
+            return await self._book_any(request, draft, actor, record)
+
+        return await create_once(
+            claim,
+            resource_id=reservation_id,
+            now=now,
+            lookup=self._store.idempotency.get,
+            create=create,
+            load=self._store.reservations.get,
+        )
+
+    async def _book_bench(
+        self, reservation: Reservation, actor: Actor, record: IdempotencyRecord | None
+    ) -> Reservation:
+        try:
+            await self._store.reservations.create(
+                reservation, _entry(reservation, actor, "created", None), record
+            )
+        except WindowTaken as taken:
+            raise _window_taken(reservation.bench_id, taken) from taken
+        except BenchNotBookable as refused:
+            raise _not_bookable(reservation.bench_id, refused.bench) from refused
+        return reservation
+
+    async def _book_any(
+        self,
+        request: BookingRequest,
+        draft: Callable[[str], Reservation],
+        actor: Actor,
+        record: IdempotencyRecord | None,
+    ) -> Reservation:
+        candidates = await self._active_benches(request.capabilities)
+        if not candidates:
+            raise Conflict(
+                "no active bench has all of: " + ", ".join(sorted(request.capabilities)),
+                candidates_tried=[],
+            )
+        tried: list[dict[str, Any]] = []
+        for bench in await self._least_loaded_first(candidates, request.window):
+            reservation = draft(bench.bench_id)
+            try:
+                await self._store.reservations.create(
+                    reservation, _entry(reservation, actor, "created", None), record
+                )
+            except WindowTaken as taken:
+                tried.append(
+                    {"bench_id": bench.bench_id, "conflicts": _slots_problem(taken.conflicts)}
+                )
+                continue
+            except BenchNotBookable:
+                tried.append({"bench_id": bench.bench_id, "conflicts": []})
+                continue
+            return reservation
+        raise Conflict(
+            "no bench with those capabilities is free for the whole window",
+            candidates_tried=tried,
+        )
+
+    async def _active_benches(self, capabilities: frozenset[str]) -> list[Bench]:
+        query = BenchQuery(capabilities=capabilities, admin_state=AdminState.ACTIVE.value)
+        benches: list[Bench] = []
+        after: str | None = None
+        while len(benches) < MAX_CANDIDATES:
+            page = await self._store.benches.find(query, MAX_CANDIDATES - len(benches), after)
+            benches += page.items
+            if page.next_after is None:
+                break
+            after = page.next_after
+        return benches
+
+    async def _least_loaded_first(self, benches: list[Bench], window: Window) -> list[Bench]:
+        """Spread load: benches with the least booked time around the window come first;
+        ties in random order, so concurrent bookings fan out instead of all racing for one."""
+        around = Window(window.start - timedelta(days=1), window.end + timedelta(days=1))
+        load: dict[str, float] = {}
+        for bench in benches:
+            busy = 0.0
+            async for slot in self._holding(bench.bench_id, around):
+                overlap = min(slot.end, around.end) - max(slot.start, around.start)
+                busy += overlap.total_seconds()
+            load[bench.bench_id] = busy
+        shuffled = random.sample(benches, len(benches))
+        return sorted(shuffled, key=lambda bench: load[bench.bench_id])
+
+    async def _holding(self, bench_id: str, window: Window) -> AsyncIterator[Window]:
+        """The windows booked on a bench that overlap ``window``, in start order."""
+        query = ReservationQuery(
+            bench_id=bench_id,
+            ends_after=window.start,
+            starts_before=window.end,
+            holding_only=True,
+        )
+        after: str | None = None
+        while True:
+            page = await self._store.reservations.find(query, 500, after)
+            for reservation in page.items:
+                yield reservation.window
+            if page.next_after is None:
+                return
+            after = page.next_after
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def get(self, reservation_id: str) -> Reservation:
+        reservation = await self._store.reservations.get(reservation_id)
+        if reservation is None:
+            raise NotFound(f"reservation {reservation_id!r} does not exist")
+        return reservation
+
+    async def find(
+        self,
+        query: ReservationQuery,
+        status: ReservationStatus | None,
+        limit: int,
+        after: str | None,
+    ) -> Page[Reservation]:
+        """Status is derived from the clock, so it is filtered here, page by page."""
+        if status is None:
+            return await self._store.reservations.find(query, limit, after)
+        now = self._clock.now()
+        found: list[Reservation] = []
+        while True:
+            page = await self._store.reservations.find(query, limit, after)
+            for reservation in page.items:
+                if reservation.status(now) is status:
+                    found.append(reservation)
+                    if len(found) == limit:
+                        return Page(found, reservation_page_key(reservation))
+            if page.next_after is None:
+                return Page(found, None)
+            after = page.next_after
+
+    async def calendar(
+        self, bench_id: str, window: Window, limit: int, after: str | None
+    ) -> Page[Reservation]:
+        if await self._store.benches.get(bench_id) is None:
+            raise NotFound(f"bench {bench_id!r} does not exist")
+        query = ReservationQuery(
+            bench_id=bench_id, ends_after=window.start, starts_before=window.end, holding_only=True
+        )
+        return await self._store.reservations.find(query, limit, after)
+
+    async def history(
+        self, reservation_id: str, limit: int, after: int | None
+    ) -> Page[HistoryEntry]:
+        await self.get(reservation_id)
+        return await self._store.history.find(ENTITY, reservation_id, limit, after)
+
+    async def availability(
+        self,
+        *,
+        bench_id: str | None,
+        capabilities: frozenset[str],
+        duration: timedelta,
+        search: Window,
+        limit: int,
+    ) -> list[FreeWindow]:
+        """The earliest free windows of at least ``duration``, over every matching bench."""
+        if duration <= timedelta(0):
+            raise InvalidInput("duration must be positive")
+        if duration > self._max_duration:
+            raise InvalidInput("duration is longer than any reservation may last")
+        if search.end <= search.start:
+            raise InvalidInput("to must be after from")
+        if search.duration > LONGEST_SEARCH:
+            raise InvalidInput("search at most 31 days at a time")
+        search = Window(max(search.start, self._clock.now()), search.end)
+        if bench_id is not None:
+            bench = await self._store.benches.get(bench_id)
+            if bench is None:
+                raise NotFound(f"bench {bench_id!r} does not exist")
+            benches = [bench] if bench.admin_state is AdminState.ACTIVE else []
+            benches = [b for b in benches if capabilities <= b.capabilities]
+        else:
+            benches = await self._active_benches(capabilities)
+        found: list[FreeWindow] = []
+        for bench in benches:
+            if search.end <= search.start:
+                break
+            busy = [window async for window in self._holding(bench.bench_id, search)]
+            found += [
+                FreeWindow(bench.bench_id, gap) for gap in free_windows(busy, search, duration)
+            ]
+        found.sort(key=lambda free: (free.window.start, free.bench_id))
+        return found[:limit]
+
+    # --- changing ------------------------------------------------------------------------
+
+    async def move(
+        self,
+        reservation_id: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        purpose: str | None,
+        expectation: VersionExpectation | None,
+        actor: Actor,
+    ) -> Reservation:
+        def decide(reservation: Reservation) -> Reservation:
+            check_may_change(actor.principal, reservation)
+            return move(
+                reservation,
+                start=start,
+                end=end,
+                purpose=purpose,
+                now=self._clock.now(),
+                max_duration=self._max_duration,
+            )
+
+        return await self._change(reservation_id, decide, expectation, actor, "updated")
+
+    async def cancel(
+        self, reservation_id: str, expectation: VersionExpectation | None, actor: Actor
+    ) -> Reservation:
+        def decide(reservation: Reservation) -> Reservation:
+            check_may_change(actor.principal, reservation)
+            return cancel(reservation, self._clock.now())
+
+        return await self._change(reservation_id, decide, expectation, actor, "cancelled")
+
+    async def release(
+        self, reservation_id: str, expectation: VersionExpectation | None, actor: Actor
+    ) -> Reservation:
+        def decide(reservation: Reservation) -> Reservation:
+            check_may_change(actor.principal, reservation)
+            return release(reservation, self._clock.now())
+
+        return await self._change(reservation_id, decide, expectation, actor, "released")
+
+    async def _change(
+        self,
+        reservation_id: str,
+        decide: Callable[[Reservation], Reservation],
+        expectation: VersionExpectation | None,
+        actor: Actor,
+        action: str,
+    ) -> Reservation:
+        async def write(before: Reservation, after: Reservation) -> None:
+            try:
+                await self._store.reservations.update(
+                    before, after, _entry(after, actor, action, before)
+                )
+            except WindowTaken as taken:
+                raise _window_taken(after.bench_id, taken) from taken
+
+        return await change_versioned(
+            load=lambda: self._store.reservations.get(reservation_id),
+            decide=decide,
+            write=write,
+            expectation=expectation,
+            what=f"reservation {reservation_id!r}",
+        )

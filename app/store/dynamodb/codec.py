@@ -1,0 +1,244 @@
+"""Items in DynamoDB's low-level attribute-value format, encoded and decoded by hand.
+
+Numbers arrive as strings and become ints; instants are fixed-width ISO text (text order
+is time order, so they sort and compare in key conditions); free-form JSON (heartbeat
+details, history changes) is stored as a JSON string so every value comes back exactly as
+it went in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date
+from typing import Any
+
+from app.benches.domain import AdminState, Bench, Heartbeat
+from app.history.domain import HistoryEntry
+from app.idempotency import IdempotencyRecord
+from app.reservations.domain import BookedSlot, Reservation, ReservationState, Window
+from app.store.dynamodb.tables import BENCH_LIST_PK, BENCH_SK, CAPABILITY_SK_PREFIX
+from app.timeutil import from_iso, to_iso
+
+# A low-level DynamoDB item: attribute name -> {"S": ...} / {"N": ...} / ...
+Item = dict[str, Any]
+# One action of TransactWriteItems: {"Put": {...}} / {"Update": {...}} / ...
+Action = dict[str, Any]
+
+
+def s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+# --- benches -----------------------------------------------------------------------------
+
+
+def bench_key(bench_id: str) -> Item:
+    return {"bench_id": s(bench_id), "sk": s(BENCH_SK)}
+
+
+def capability_key(bench_id: str, tag: str) -> Item:
+    return {"bench_id": s(bench_id), "sk": s(f"{CAPABILITY_SK_PREFIX}{tag}")}
+
+
+def encode_labels(labels: dict[str, str]) -> Item:
+    return {"M": {key: s(value) for key, value in labels.items()}}
+
+
+def encode_bench(bench: Bench) -> Item:
+    item: Item = {
+        **bench_key(bench.bench_id),
+        "list_pk": s(BENCH_LIST_PK),
+        "name": s(bench.name),
+        "type": s(bench.type),
+        "labels": encode_labels(bench.labels),
+        "heartbeat_interval_s": n(bench.heartbeat_interval_s),
+        "admin_state": s(bench.admin_state.value),
+        "version": n(bench.version),
+        "created_at": s(to_iso(bench.created_at)),
+        "updated_at": s(to_iso(bench.updated_at)),
+    }
+    if bench.capabilities:
+        item["capabilities"] = {"SS": sorted(bench.capabilities)}
+    if bench.last_heartbeat is not None:
+        item["last_heartbeat_at"] = s(to_iso(bench.last_heartbeat.at))
+        item["agent_version"] = s(bench.last_heartbeat.agent_version)
+        item["heartbeat_details"] = s(json.dumps(bench.last_heartbeat.details))
+    return item
+
+
+def decode_bench(item: Item) -> Bench:
+    heartbeat = None
+    if "last_heartbeat_at" in item:
+        heartbeat = Heartbeat(
+            at=from_iso(item["last_heartbeat_at"]["S"]),
+            agent_version=item["agent_version"]["S"],
+            details=json.loads(item["heartbeat_details"]["S"]),
+        )
+    return Bench(
+        bench_id=item["bench_id"]["S"],
+        name=item["name"]["S"],
+        type=item["type"]["S"],
+        capabilities=frozenset(item.get("capabilities", {}).get("SS", ())),
+        labels={key: value["S"] for key, value in item["labels"]["M"].items()},
+        heartbeat_interval_s=int(item["heartbeat_interval_s"]["N"]),
+        admin_state=AdminState(item["admin_state"]["S"]),
+        version=int(item["version"]["N"]),
+        created_at=from_iso(item["created_at"]["S"]),
+        updated_at=from_iso(item["updated_at"]["S"]),
+        last_heartbeat=heartbeat,
+    )
+
+
+# --- history -----------------------------------------------------------------------------
+
+
+def entity(entity_type: str, entity_id: str) -> str:
+    return f"{entity_type}#{entity_id}"
+
+
+def put_history(table: str, entry: HistoryEntry) -> Action:
+    item: Item = {
+        "entity": s(entity(entry.entity_type, entry.entity_id)),
+        "version": n(entry.version),
+        "entity_type": s(entry.entity_type),
+        "entity_id": s(entry.entity_id),
+        "at": s(to_iso(entry.at)),
+        "actor": s(entry.actor),
+        "request_id": s(entry.request_id),
+        "action": s(entry.action),
+        "changes": s(json.dumps(entry.changes)),
+    }
+    # History is append-only: a second entry for one version is a bug, not an overwrite.
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(entity)",
+        }
+    }
+
+
+def decode_history(item: Item) -> HistoryEntry:
+    return HistoryEntry(
+        entity_type=item["entity_type"]["S"],
+        entity_id=item["entity_id"]["S"],
+        version=int(item["version"]["N"]),
+        at=from_iso(item["at"]["S"]),
+        actor=item["actor"]["S"],
+        request_id=item["request_id"]["S"],
+        action=item["action"]["S"],
+        changes=json.loads(item["changes"]["S"]),
+    )
+
+
+# --- reservations and their calendar -----------------------------------------------------
+
+
+def reservation_key(reservation_id: str) -> Item:
+    return {"reservation_id": s(reservation_id)}
+
+
+def encode_reservation(reservation: Reservation) -> Item:
+    return {
+        **reservation_key(reservation.reservation_id),
+        "bench_id": s(reservation.bench_id),
+        "user_id": s(reservation.user_id),
+        "start": s(to_iso(reservation.start)),
+        "end": s(to_iso(reservation.end)),
+        "purpose": s(reservation.purpose),
+        "state": s(reservation.state.value),
+        "version": n(reservation.version),
+        "created_at": s(to_iso(reservation.created_at)),
+        "updated_at": s(to_iso(reservation.updated_at)),
+    }
+
+
+def decode_reservation(item: Item) -> Reservation:
+    return Reservation(
+        reservation_id=item["reservation_id"]["S"],
+        bench_id=item["bench_id"]["S"],
+        user_id=item["user_id"]["S"],
+        start=from_iso(item["start"]["S"]),
+        end=from_iso(item["end"]["S"]),
+        purpose=item["purpose"]["S"],
+        state=ReservationState(item["state"]["S"]),
+        version=int(item["version"]["N"]),
+        created_at=from_iso(item["created_at"]["S"]),
+        updated_at=from_iso(item["updated_at"]["S"]),
+    )
+
+
+def calendar_key(bench_id: str, day: date) -> Item:
+    return {"bench_id": s(bench_id), "day": s(day.isoformat())}
+
+
+def encode_slot(slot: BookedSlot) -> Item:
+    return {
+        "M": {
+            "reservation_id": s(slot.reservation_id),
+            "start": s(to_iso(slot.window.start)),
+            "end": s(to_iso(slot.window.end)),
+        }
+    }
+
+
+def decode_slot(value: Item) -> BookedSlot:
+    slot = value["M"]
+    return BookedSlot(
+        reservation_id=slot["reservation_id"]["S"],
+        window=Window(from_iso(slot["start"]["S"]), from_iso(slot["end"]["S"])),
+    )
+
+
+# --- idempotency keys --------------------------------------------------------------------
+
+
+def idempotency_key(key: str) -> Item:
+    return {"key": s(key)}
+
+
+def encode_record(record: IdempotencyRecord) -> Item:
+    return {
+        **idempotency_key(record.key),
+        "fingerprint": s(record.fingerprint),
+        "resource_id": s(record.resource_id),
+        "created_at": s(to_iso(record.created_at)),
+        # TTL wants whole epoch seconds; rounding up never deletes a record early. The
+        # exact instant, which decides whether the key is free, is kept as text beside it.
+        "expires_at": n(math.ceil(record.expires_at.timestamp())),
+        "expires_at_iso": s(to_iso(record.expires_at)),
+    }
+
+
+def decode_record(item: Item) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        key=item["key"]["S"],
+        fingerprint=item["fingerprint"]["S"],
+        resource_id=item["resource_id"]["S"],
+        created_at=from_iso(item["created_at"]["S"]),
+        expires_at=from_iso(item["expires_at_iso"]["S"]),
+    )
+
+
+def put_record(table: str, record: IdempotencyRecord) -> Action:
+    """Claim the key in the creating transaction: free when absent or expired by now.
+
+    "Now" is the record's ``created_at``, the instant the service decided at, so every
+    adapter agrees on the boundary (a record expiring exactly then is free).
+    """
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": encode_record(record),
+            "ConditionExpression": "attribute_not_exists(#key) OR #expires <= :now",
+            # KEY is a reserved word in expressions.
+            "ExpressionAttributeNames": {"#key": "key", "#expires": "expires_at_iso"},
+            "ExpressionAttributeValues": {":now": s(to_iso(record.created_at))},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
