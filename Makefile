@@ -26,8 +26,8 @@ run: $(VENV)/.runtime-installed
 test: $(VENV)/.dev-installed lint typecheck pytest
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
@@ -38,6 +38,10 @@ pytest: $(VENV)/.dev-installed
 
 openapi: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.support.openapi_snapshot --write
+
+# Throughput as ratios to a baseline measured in the same run (the machines are noisy).
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.run_all
 
 create-tables: $(VENV)/.runtime-installed
 	$(BIN)/orchestrator create-tables

@@ -69,6 +69,29 @@ def _dev_tokens(settings: Settings) -> int:
     return 0
 
 
+def _housekeeping(settings: Settings, once: bool) -> int:
+    import json
+    from dataclasses import asdict
+
+    from app.clock import SystemClock
+    from app.housekeeping import Housekeeper, run_forever
+    from app.store.factory import open_store
+
+    async def run() -> None:
+        store = await open_store(settings)
+        try:
+            housekeeper = Housekeeper(store, SystemClock(), settings)
+            if once:
+                print(json.dumps(asdict(await housekeeper.run_once())))
+            else:
+                await run_forever(housekeeper, settings.housekeeping_interval_s or 15.0)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     commands.add_parser("create-tables", help="create the DynamoDB tables (idempotent)")
     commands.add_parser("dev-tokens", help="make a development tokens file if none exists")
+    chores = commands.add_parser("housekeeping", help="expire leases, time out runs, ...")
+    chores.add_argument("--once", action="store_true", help="one pass, print what it did")
     args = parser.parse_args(argv)
     overrides = {
         key: value
@@ -88,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings)
     if args.command == "create-tables":
         return _create_tables(settings)
+    if args.command == "housekeeping":
+        return _housekeeping(settings, args.once)
     return _dev_tokens(settings)
 
 

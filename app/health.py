@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.deps import StoreDep
+from app.deps import ClockDep, StoreDep
 from app.errors import Unavailable
 from app.store.base import StoreUnavailable
 
@@ -23,3 +24,11 @@ async def readyz(store: StoreDep) -> dict[str, str]:
     except StoreUnavailable as error:
         raise Unavailable(f"the store is not reachable: {error}", retry_after_s=5) from error
     return {"status": "ready"}
+
+
+@router.get("/metrics", operation_id="metrics", response_class=Response)
+async def metrics(request: Request, store: StoreDep, clock: ClockDep) -> Response:
+    """Prometheus text format: requests, latency, conflicts, store cost, liveness, queue."""
+    registry = request.app.state.metrics
+    await registry.refresh_gauges(store, clock)
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

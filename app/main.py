@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -12,11 +14,15 @@ from fastapi import FastAPI
 from app import health
 from app.benches import router as benches
 from app.clock import Clock, SystemClock
+from app.executions import router as executions
+from app.housekeeping import Housekeeper, run_forever
 from app.http.auth import TokenRegistry
 from app.http.pagination import CursorCodec
 from app.http.problems import install_problem_handlers
 from app.http.request_context import RequestContextMiddleware
 from app.logs import configure_logging
+from app.metrics import Metrics
+from app.reservations import router as reservations
 from app.settings import Settings
 from app.store.base import Store
 from app.store.factory import open_store
@@ -36,6 +42,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
         app.state.tokens = TokenRegistry.from_file(settings.tokens_file)
         if settings.cursor_secret is None:
             logger.warning("ORCH_CURSOR_SECRET is unset: cursors work in this process only")
@@ -44,10 +51,19 @@ def create_app(
         app.state.clock = clock or SystemClock()
         owned = store is None
         app.state.store = store or await open_store(settings)
+        metrics.attach_store(app.state.store)
         logger.info("store ready", extra={"store": settings.store})
+        chores = None
+        if settings.housekeeping_interval_s > 0:
+            housekeeper = Housekeeper(app.state.store, app.state.clock, settings)
+            chores = asyncio.create_task(run_forever(housekeeper, settings.housekeeping_interval_s))
         try:
             yield
         finally:
+            if chores is not None:
+                chores.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await chores
             if owned:
                 await app.state.store.close()
 
@@ -57,10 +73,16 @@ def create_app(
         summary="Book test benches, run CI executions on them, keep an audit trail.",
         lifespan=lifespan,
     )
+    metrics = Metrics()
+    app.state.metrics = metrics
     install_problem_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    )
     app.include_router(health.router)
     app.include_router(benches.router)
+    app.include_router(reservations.router)
+    app.include_router(executions.router)
     return app
 
 

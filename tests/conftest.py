@@ -17,6 +17,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from app.clock import ManualClock
+from app.housekeeping import Housekeeper
 from app.http.auth import token_digest
 from app.main import create_app
 from app.settings import Settings
@@ -119,6 +120,11 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)
+
+
+@pytest.fixture
+def housekeeper(store: Store, clock: ManualClock, settings: Settings) -> Housekeeper:
+    return Housekeeper(store, clock, settings)
 
 
 @pytest.fixture

@@ -68,6 +68,8 @@ class Bench:
     created_at: datetime
     updated_at: datetime
     last_heartbeat: Heartbeat | None = None
+    # Liveness as last written to history by housekeeping (not on every heartbeat).
+    recorded_liveness: Liveness = Liveness.OFFLINE
 
     def config(self) -> dict[str, Any]:
         """The configuration as plain values, for history diffs."""
@@ -79,6 +81,10 @@ class Bench:
             "heartbeat_interval_s": self.heartbeat_interval_s,
             "admin_state": self.admin_state.value,
         }
+
+    def audited(self) -> dict[str, Any]:
+        """What history records a change of: the configuration and recorded liveness."""
+        return {**self.config(), "liveness": self.recorded_liveness.value}
 
     def liveness(self, now: datetime) -> Liveness:
         if self.last_heartbeat is None:
@@ -164,6 +170,18 @@ def apply_changes(bench: Bench, changes: BenchChanges, now: datetime) -> Bench:
     if updated.config() == bench.config():
         return bench
     return replace(updated, version=bench.version + 1, updated_at=now)
+
+
+def record_liveness(bench: Bench, now: datetime) -> Bench:
+    """The bench with its liveness transition recorded; the same bench when none happened.
+
+    Heartbeats only touch liveness fields; housekeeping notices a bench going offline (or
+    back online) and records it once, as a new version with its history entry.
+    """
+    observed = bench.liveness(now)
+    if observed is bench.recorded_liveness or bench.admin_state is AdminState.RETIRED:
+        return bench
+    return replace(bench, recorded_liveness=observed, version=bench.version + 1, updated_at=now)
 
 
 def retire(bench: Bench, now: datetime) -> Bench:

@@ -14,6 +14,7 @@ from app.benches.domain import (
     Liveness,
     apply_changes,
     new_bench,
+    record_liveness,
     retire,
 )
 from app.clock import Clock
@@ -75,7 +76,7 @@ class BenchService:
         )
 
         async def create(record: IdempotencyRecord | None) -> Bench:
-            entry = _entry(bench, actor, "created", diff({}, bench.config()))
+            entry = _entry(bench, actor, "created", diff({}, bench.audited()))
             try:
                 await self._store.benches.create(bench, entry, record)
             except AlreadyExists as error:
@@ -142,6 +143,21 @@ class BenchService:
             "retired",
         )
 
+    async def record_liveness(self, bench: Bench, actor: Actor) -> Bench | None:
+        """Housekeeping: write a liveness transition to history; None when there was none."""
+        now = self._clock.now()
+        if record_liveness(bench, now) is bench:
+            return None
+        observed = bench.liveness(now)
+        action = "went_offline" if observed is Liveness.OFFLINE else "came_online"
+        return await self._change(
+            bench.bench_id,
+            lambda current: record_liveness(current, self._clock.now()),
+            None,
+            actor,
+            action,
+        )
+
     async def record_heartbeat(
         self, bench_id: str, principal: Principal, agent_version: str, details: dict[str, Any]
     ) -> Bench:
@@ -168,7 +184,7 @@ class BenchService:
         action: str,
     ) -> Bench:
         async def write(before: Bench, after: Bench) -> None:
-            entry = _entry(after, actor, action, diff(before.config(), after.config()))
+            entry = _entry(after, actor, action, diff(before.audited(), after.audited()))
             await self._store.benches.update(before, after, entry)
 
         return await change_versioned(

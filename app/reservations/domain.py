@@ -25,8 +25,14 @@ class ReservationState(StrEnum):
     """What is stored. ``booked`` becomes confirmed, active or completed by the clock."""
 
     BOOKED = "booked"
+    # Marked by housekeeping once the window is over; it still held its window.
+    COMPLETED = "completed"
     CANCELLED = "cancelled"
     RELEASED = "released"
+
+
+# The states whose window is taken on the bench's calendar.
+HOLDING_STATES = frozenset({ReservationState.BOOKED, ReservationState.COMPLETED})
 
 
 class ReservationStatus(StrEnum):
@@ -86,7 +92,7 @@ class Reservation:
     @property
     def holds_bench(self) -> bool:
         """Whether the window is taken: cancelled and released windows are free at once."""
-        return self.state is ReservationState.BOOKED
+        return self.state in HOLDING_STATES
 
     @property
     def slot(self) -> BookedSlot:
@@ -97,6 +103,8 @@ class Reservation:
             return ReservationStatus.CANCELLED
         if self.state is ReservationState.RELEASED:
             return ReservationStatus.RELEASED
+        if self.state is ReservationState.COMPLETED:
+            return ReservationStatus.COMPLETED
         if now < self.start:
             return ReservationStatus.CONFIRMED
         if now < self.end:
@@ -149,6 +157,18 @@ def cancel(reservation: Reservation, now: datetime) -> Reservation:
     return replace(
         reservation,
         state=ReservationState.CANCELLED,
+        version=reservation.version + 1,
+        updated_at=now,
+    )
+
+
+def mark_completed(reservation: Reservation, now: datetime) -> Reservation:
+    """Record that a booked window is over; the same reservation if it is not (yet)."""
+    if reservation.state is not ReservationState.BOOKED or now < reservation.end:
+        return reservation
+    return replace(
+        reservation,
+        state=ReservationState.COMPLETED,
         version=reservation.version + 1,
         updated_at=now,
     )

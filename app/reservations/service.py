@@ -30,6 +30,7 @@ from app.reservations.domain import (
     cancel,
     check_may_change,
     free_windows,
+    mark_completed,
     move,
     release,
     validate_window,
@@ -383,6 +384,19 @@ class ReservationService:
             return release(reservation, self._clock.now())
 
         return await self._change(reservation_id, decide, expectation, actor, "released")
+
+    async def mark_completed(self, reservation: Reservation, actor: Actor) -> Reservation | None:
+        """Housekeeping: record that a window is over. None when it is not, or was done."""
+        if mark_completed(reservation, self._clock.now()) is reservation:
+            return None
+        done = await self._change(
+            reservation.reservation_id,
+            lambda current: mark_completed(current, self._clock.now()),
+            None,
+            actor,
+            "completed",
+        )
+        return done if done.state is ReservationState.COMPLETED else None
 
     async def _change(
         self,

@@ -144,6 +144,10 @@ class ReservationRepository(Protocol):
         """Ordered by (start, reservation_id); ``after`` is the page key of the last one
         seen, as ``reservation_page_key`` makes it."""
 
+    async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
+        """Booked reservations whose window ended at or before ``before``, earliest end
+        first: the ones housekeeping marks completed."""
+
 
 def reservation_page_key(reservation: Reservation) -> str:
     return f"{to_iso(reservation.start)}|{reservation.reservation_id}"

@@ -140,3 +140,25 @@ async def test_store_down_is_503_and_crashes_are_500_problems(
                     assert response.headers["retry-after"]
                     ready = await http.get("/readyz")
                     assert_problem(ready, 503)
+
+
+async def test_metrics_count_requests_conflicts_and_liveness(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/benches", json=RIG1, headers=ADMIN)
+    await client.post("/v1/benches", json=RIG1, headers=ADMIN)  # 409
+    await client.patch(
+        "/v1/benches/rig-1", json={"name": "x"}, headers={**ADMIN, "If-Match": '"7"'}
+    )  # 412
+    await client.post("/v1/benches/rig-1/heartbeats", json={"agent_version": "1"}, headers=ADMIN)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert (
+        'orchestrator_http_requests_total{method="POST",route="/v1/benches",status="201"} 1.0'
+        in text
+    )
+    assert 'orchestrator_conflicts_total{route="/v1/benches"} 1.0' in text
+    assert 'orchestrator_precondition_failures_total{route="/v1/benches/{bench_id}"} 1.0' in text
+    assert 'orchestrator_benches{status="online"} 1.0' in text
+    assert 'orchestrator_task_queue_depth{status="pending"} 0.0' in text
+    assert "orchestrator_http_request_duration_seconds_bucket" in text

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from app.benches.domain import AdminState, Bench, Heartbeat
+from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
+from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.history.domain import HistoryEntry
 from app.idempotency import IdempotencyRecord
 from app.reservations.domain import BookedSlot, Reservation, ReservationState, Window
-from app.store.dynamodb.tables import BENCH_LIST_PK, BENCH_SK, CAPABILITY_SK_PREFIX
+from app.store.base import execution_page_key
+from app.store.dynamodb.tables import (
+    BENCH_LIST_PK,
+    BENCH_SK,
+    CAPABILITY_SK_PREFIX,
+    CREATED_KEY,
+    LEASED_PK,
+    OPEN_RESERVATION_PK,
+)
 from app.timeutil import from_iso, to_iso
 
 # A low-level DynamoDB item: attribute name -> {"S": ...} / {"N": ...} / ...
@@ -58,6 +67,7 @@ def encode_bench(bench: Bench) -> Item:
         "labels": encode_labels(bench.labels),
         "heartbeat_interval_s": n(bench.heartbeat_interval_s),
         "admin_state": s(bench.admin_state.value),
+        "recorded_liveness": s(bench.recorded_liveness.value),
         "version": n(bench.version),
         "created_at": s(to_iso(bench.created_at)),
         "updated_at": s(to_iso(bench.updated_at)),
@@ -91,6 +101,8 @@ def decode_bench(item: Item) -> Bench:
         created_at=from_iso(item["created_at"]["S"]),
         updated_at=from_iso(item["updated_at"]["S"]),
         last_heartbeat=heartbeat,
+        # Items written before liveness was recorded read as never seen online.
+        recorded_liveness=Liveness(item.get("recorded_liveness", {}).get("S", "offline")),
     )
 
 
@@ -144,7 +156,7 @@ def reservation_key(reservation_id: str) -> Item:
 
 
 def encode_reservation(reservation: Reservation) -> Item:
-    return {
+    item: Item = {
         **reservation_key(reservation.reservation_id),
         "bench_id": s(reservation.bench_id),
         "user_id": s(reservation.user_id),
@@ -156,6 +168,9 @@ def encode_reservation(reservation: Reservation) -> Item:
         "created_at": s(to_iso(reservation.created_at)),
         "updated_at": s(to_iso(reservation.updated_at)),
     }
+    if reservation.state is ReservationState.BOOKED:
+        item["open_pk"] = s(OPEN_RESERVATION_PK)
+    return item
 
 
 def decode_reservation(item: Item) -> Reservation:
@@ -242,3 +257,134 @@ def put_record(table: str, record: IdempotencyRecord) -> Action:
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
     }
+
+
+# --- executions and tasks ----------------------------------------------------------------
+
+
+def _put_optional(item: Item, name: str, value: str | None) -> None:
+    # Absent rather than NULL: the item stays small and a sparse index stays sparse.
+    if value is not None:
+        item[name] = s(value)
+
+
+def _optional(item: Item, name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else str(value["S"])
+
+
+def _optional_time(item: Item, name: str) -> datetime | None:
+    text = _optional(item, name)
+    return None if text is None else from_iso(text)
+
+
+def execution_key(execution_id: str) -> Item:
+    return {"execution_id": s(execution_id)}
+
+
+def encode_execution(execution: Execution) -> Item:
+    item: Item = {
+        **execution_key(execution.execution_id),
+        "reservation_id": s(execution.reservation_id),
+        "bench_id": s(execution.bench_id),
+        "created_by": s(execution.created_by),
+        "commit_sha": s(execution.commit_sha),
+        "metadata": s(json.dumps(execution.metadata)),
+        "task_ids": {"L": [s(task_id) for task_id in execution.task_ids]},
+        "time_budget_s": n(execution.time_budget_s),
+        "status": s(execution.status.value),
+        "version": n(execution.version),
+        "created_at": s(to_iso(execution.created_at)),
+        "updated_at": s(to_iso(execution.updated_at)),
+        # The sort key of every execution index: the port's page order in one string.
+        CREATED_KEY: s(execution_page_key(execution)),
+    }
+    _put_optional(item, "pipeline_url", execution.pipeline_url)
+    _put_optional(item, "artifacts_uri", execution.artifacts_uri)
+    _put_optional(item, "summary", execution.summary)
+    if execution.started_at is not None:
+        item["started_at"] = s(to_iso(execution.started_at))
+    if execution.finished_at is not None:
+        item["finished_at"] = s(to_iso(execution.finished_at))
+    return item
+
+
+def decode_execution(item: Item) -> Execution:
+    return Execution(
+        execution_id=item["execution_id"]["S"],
+        reservation_id=item["reservation_id"]["S"],
+        bench_id=item["bench_id"]["S"],
+        created_by=item["created_by"]["S"],
+        commit_sha=item["commit_sha"]["S"],
+        pipeline_url=_optional(item, "pipeline_url"),
+        metadata=json.loads(item["metadata"]["S"]),
+        task_ids=tuple(value["S"] for value in item["task_ids"]["L"]),
+        time_budget_s=int(item["time_budget_s"]["N"]),
+        status=ExecutionStatus(item["status"]["S"]),
+        version=int(item["version"]["N"]),
+        created_at=from_iso(item["created_at"]["S"]),
+        updated_at=from_iso(item["updated_at"]["S"]),
+        artifacts_uri=_optional(item, "artifacts_uri"),
+        summary=_optional(item, "summary"),
+        started_at=_optional_time(item, "started_at"),
+        finished_at=_optional_time(item, "finished_at"),
+    )
+
+
+def task_key(task_id: str) -> Item:
+    return {"task_id": s(task_id)}
+
+
+def encode_task(task: Task) -> Item:
+    item: Item = {
+        **task_key(task.task_id),
+        "execution_id": s(task.execution_id),
+        "bench_id": s(task.bench_id),
+        "seq": n(task.seq),
+        "type": s(task.type),
+        "params": s(json.dumps(task.params)),
+        "timeout_s": n(task.timeout_s),
+        "max_attempts": n(task.max_attempts),
+        "status": s(task.status.value),
+        "attempts": n(task.attempts),
+        "version": n(task.version),
+        "created_at": s(to_iso(task.created_at)),
+        "updated_at": s(to_iso(task.updated_at)),
+    }
+    _put_optional(item, "lease_holder", task.lease_holder)
+    if task.lease_expires_at is not None:
+        item["lease_expires_at"] = s(to_iso(task.lease_expires_at))
+        # Only a leased task enters the sparse lease index; a whole-item Put of any other
+        # state drops the attribute, and with it the index entry.
+        if task.status is TaskStatus.LEASED:
+            item["lease_pk"] = s(LEASED_PK)
+    if task.attempt_started_at is not None:
+        item["attempt_started_at"] = s(to_iso(task.attempt_started_at))
+    if task.result is not None:
+        item["result"] = s(json.dumps(task.result))
+    _put_optional(item, "error", task.error)
+    return item
+
+
+def decode_task(item: Item) -> Task:
+    result = _optional(item, "result")
+    return Task(
+        task_id=item["task_id"]["S"],
+        execution_id=item["execution_id"]["S"],
+        bench_id=item["bench_id"]["S"],
+        seq=int(item["seq"]["N"]),
+        type=item["type"]["S"],
+        params=json.loads(item["params"]["S"]),
+        timeout_s=int(item["timeout_s"]["N"]),
+        max_attempts=int(item["max_attempts"]["N"]),
+        status=TaskStatus(item["status"]["S"]),
+        attempts=int(item["attempts"]["N"]),
+        version=int(item["version"]["N"]),
+        created_at=from_iso(item["created_at"]["S"]),
+        updated_at=from_iso(item["updated_at"]["S"]),
+        lease_holder=_optional(item, "lease_holder"),
+        lease_expires_at=_optional_time(item, "lease_expires_at"),
+        attempt_started_at=_optional_time(item, "attempt_started_at"),
+        result=None if result is None else json.loads(result),
+        error=_optional(item, "error"),
+    )

@@ -15,7 +15,7 @@ import asyncio
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from app.benches.domain import AdminState, Bench
@@ -70,7 +70,12 @@ from app.store.dynamodb.codec import (
     reservation_key,
     s,
 )
-from app.store.dynamodb.tables import BENCH_RESERVATIONS_INDEX, USER_RESERVATIONS_INDEX
+from app.store.dynamodb.tables import (
+    BENCH_RESERVATIONS_INDEX,
+    OPEN_RESERVATION_PK,
+    OPEN_RESERVATIONS_INDEX,
+    USER_RESERVATIONS_INDEX,
+)
 from app.timeutil import to_iso
 
 # Lost calendar races before giving up with StoreUnavailable. Each lost race means another
@@ -277,6 +282,9 @@ class DynamoReservationRepository:
             f"changing {reservation_id!r}: lost the calendar race {_ATTEMPTS} times"
         )
 
+    async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
+        return await _find_ended(self._call, self._table, before, limit)
+
     async def find(
         self, query: ReservationQuery, limit: int, after: str | None
     ) -> Page[Reservation]:
@@ -342,7 +350,8 @@ class DynamoReservationRepository:
         if query.holding_only:
             names["#state"] = "state"
             values[":booked"] = s(ReservationState.BOOKED.value)
-            filters.append("#state = :booked")
+            values[":completed"] = s(ReservationState.COMPLETED.value)
+            filters.append("#state IN (:booked, :completed)")
         params: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": index,
@@ -438,14 +447,21 @@ class DynamoReservationRepository:
     def _update_reservation(self, current: Reservation, updated: Reservation) -> Action:
         # SET only what an update may change, as the SQLite adapter does: the bench, the
         # owner and the creation time stay as stored.
+        expression = (
+            "SET #start = :start, #end = :end, #purpose = :purpose, #state = :state,"
+            " #version = :version, #updated = :updated"
+        )
+        values: Item = {}
+        if updated.state is ReservationState.BOOKED:
+            expression += ", #open = :open"
+            values[":open"] = s(OPEN_RESERVATION_PK)
+        else:
+            expression += " REMOVE #open"
         return {
             "Update": {
                 "TableName": self._table,
                 "Key": reservation_key(current.reservation_id),
-                "UpdateExpression": (
-                    "SET #start = :start, #end = :end, #purpose = :purpose, #state = :state,"
-                    " #version = :version, #updated = :updated"
-                ),
+                "UpdateExpression": expression,
                 "ConditionExpression": "#version = :seen",
                 "ExpressionAttributeNames": {
                     "#start": "start",
@@ -454,8 +470,10 @@ class DynamoReservationRepository:
                     "#state": "state",
                     "#version": "version",
                     "#updated": "updated_at",
+                    "#open": "open_pk",
                 },
                 "ExpressionAttributeValues": {
+                    **values,
                     ":start": s(to_iso(updated.start)),
                     ":end": s(to_iso(updated.end)),
                     ":purpose": s(updated.purpose),
@@ -468,6 +486,36 @@ class DynamoReservationRepository:
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
+
+
+async def _find_ended(call: Call, table: str, before: datetime, limit: int) -> list[Reservation]:
+    """Ended booked reservations: the sparse index names them, consistent reads decide."""
+    response = await call(
+        "Query",
+        TableName=table,
+        IndexName=OPEN_RESERVATIONS_INDEX,
+        KeyConditionExpression="#open = :open AND #end <= :before",
+        ExpressionAttributeNames={"#open": "open_pk", "#end": "end"},
+        ExpressionAttributeValues={
+            ":open": s(OPEN_RESERVATION_PK),
+            ":before": s(to_iso(before)),
+        },
+        Limit=limit,
+    )
+    ids = [item["reservation_id"]["S"] for item in response["Items"]]
+    found: list[Reservation] = []
+    for reservation_id in ids:
+        stored = await call(
+            "GetItem", TableName=table, Key=reservation_key(reservation_id), ConsistentRead=True
+        )
+        item = stored.get("Item")
+        if item is None:
+            continue
+        reservation = decode_reservation(item)
+        # The index lags the table: keep only what is still booked and over.
+        if reservation.state is ReservationState.BOOKED and reservation.end <= before:
+            found.append(reservation)
+    return found
 
 
 class DynamoIdempotencyRepository:

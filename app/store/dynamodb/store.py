@@ -1,7 +1,8 @@
 """The DynamoDB adapter of the store port: one aioboto3 client per process, no Scan.
 
-Item layout lives in codec.py, requests shared by repositories in calls.py, and the
-reservation and idempotency repositories in reservations.py.
+Item layout lives in codec.py, requests shared by repositories in calls.py, the
+reservation and idempotency repositories in reservations.py, and the execution and task
+repository in executions.py.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from app.store.dynamodb.codec import (
     put_record,
     s,
 )
+from app.store.dynamodb.executions import DynamoExecutionRepository
 from app.store.dynamodb.reservations import (
     DynamoIdempotencyRepository,
     DynamoReservationRepository,
@@ -66,9 +68,11 @@ from app.store.dynamodb.tables import (
     BENCH_LIST_PK,
     BENCHES,
     CAPABILITY_INDEX,
+    EXECUTIONS,
     HISTORY,
     IDEMPOTENCY,
     RESERVATIONS,
+    TASKS,
     DynamoClient,
     create_tables,
 )
@@ -150,6 +154,13 @@ class DynamoStore:
             idempotency_table=idempotency_table,
         )
         self.idempotency = DynamoIdempotencyRepository(self._call, idempotency_table)
+        self.executions = DynamoExecutionRepository(
+            self._call,
+            executions_table=EXECUTIONS.table_name(table_prefix),
+            tasks_table=TASKS.table_name(table_prefix),
+            history_table=history_table,
+            idempotency_table=idempotency_table,
+        )
 
     @classmethod
     async def open(
@@ -272,6 +283,7 @@ class DynamoBenchRepository:
             "#labels": "labels",
             "#interval": "heartbeat_interval_s",
             "#state": "admin_state",
+            "#liveness": "recorded_liveness",
             "#version": "version",
             "#updated": "updated_at",
             "#caps": "capabilities",
@@ -282,13 +294,15 @@ class DynamoBenchRepository:
             ":labels": encode_labels(bench.labels),
             ":interval": n(bench.heartbeat_interval_s),
             ":state": s(bench.admin_state.value),
+            ":liveness": s(bench.recorded_liveness.value),
             ":version": n(bench.version),
             ":updated": s(to_iso(bench.updated_at)),
             ":seen": n(expected_version),
         }
         expression = (
             "SET #name = :name, #type = :type, #labels = :labels, #interval = :interval,"
-            " #state = :state, #version = :version, #updated = :updated"
+            " #state = :state, #liveness = :liveness, #version = :version,"
+            " #updated = :updated"
         )
         # A string set cannot be empty: no capabilities means no attribute.
         if bench.capabilities:

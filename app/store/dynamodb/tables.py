@@ -149,6 +149,10 @@ HISTORY = TableSpec(
 # They lag the table: listings read them, bookings never decide on them (see BENCH_CALENDAR).
 BENCH_RESERVATIONS_INDEX = "bench_reservations_idx"
 USER_RESERVATIONS_INDEX = "user_reservations_idx"
+# Sparse: only booked reservations carry ``open_pk``, so housekeeping finds the ones whose
+# window has ended with one query, however many finished reservations the table holds.
+OPEN_RESERVATIONS_INDEX = "open_reservations_idx"
+OPEN_RESERVATION_PK = "BOOKED"
 
 RESERVATIONS = TableSpec(
     name="Reservations",
@@ -165,6 +169,12 @@ RESERVATIONS = TableSpec(
             partition=KeyAttribute("user_id", "S"),
             sort=KeyAttribute("start", "S"),
             projection="ALL",
+        ),
+        IndexSpec(
+            name=OPEN_RESERVATIONS_INDEX,
+            partition=KeyAttribute("open_pk", "S"),
+            sort=KeyAttribute("end", "S"),
+            projection="KEYS_ONLY",
         ),
     ),
 )

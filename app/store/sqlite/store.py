@@ -19,11 +19,11 @@ from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
-from app.benches.domain import AdminState, Bench, Heartbeat
+from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
 from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.history.domain import HistoryEntry
 from app.idempotency import IdempotencyKeyTaken, IdempotencyRecord
-from app.reservations.domain import Reservation, ReservationState
+from app.reservations.domain import HOLDING_STATES, Reservation, ReservationState
 from app.store.base import (
     AlreadyExists,
     BenchNotBookable,
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS benches (
     updated_at TEXT NOT NULL,
     last_heartbeat_at TEXT,
     agent_version TEXT,
-    heartbeat_details TEXT
+    heartbeat_details TEXT,
+    recorded_liveness TEXT NOT NULL DEFAULT 'offline'
 );
 CREATE TABLE IF NOT EXISTS bench_capabilities (
     capability TEXT NOT NULL,
@@ -79,6 +80,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 );
 CREATE INDEX IF NOT EXISTS reservations_by_bench ON reservations(bench_id, start, reservation_id);
 CREATE INDEX IF NOT EXISTS reservations_by_user ON reservations(user_id, start, reservation_id);
+CREATE INDEX IF NOT EXISTS reservations_by_state_end ON reservations(state, "end");
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -144,6 +146,18 @@ CREATE TABLE IF NOT EXISTS history (
 """
 
 
+# Columns added after a table first shipped: a store file made by an older version gains
+# them on open instead of failing (CREATE TABLE IF NOT EXISTS leaves old tables as they are).
+_ADDED_COLUMNS = (("benches", "recorded_liveness", "TEXT NOT NULL DEFAULT 'offline'"),)
+
+
+async def _add_missing_columns(connection: aiosqlite.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        rows = await connection.execute_fetchall(f"PRAGMA table_info({table})")
+        if column not in {row["name"] for row in rows}:
+            await connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
 class SqliteDatabase:
     """The connection and the transaction discipline every repository shares."""
 
@@ -162,6 +176,7 @@ class SqliteDatabase:
         await connection.execute("PRAGMA foreign_keys=ON")
         await connection.execute("PRAGMA busy_timeout=30000")
         await connection.executescript(SCHEMA)
+        await _add_missing_columns(connection)
         return cls(connection)
 
     @asynccontextmanager
@@ -209,6 +224,7 @@ def _bench_from_row(row: sqlite3.Row, capabilities: list[str]) -> Bench:
         created_at=from_iso(row["created_at"]),
         updated_at=from_iso(row["updated_at"]),
         last_heartbeat=heartbeat,
+        recorded_liveness=Liveness(row["recorded_liveness"]),
     )
 
 
@@ -308,8 +324,8 @@ class SqliteBenchRepository:
             try:
                 await connection.execute(
                     "INSERT INTO benches (bench_id, name, type, labels, heartbeat_interval_s,"
-                    " admin_state, version, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " admin_state, version, created_at, updated_at, recorded_liveness)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         bench.bench_id,
                         bench.name,
@@ -320,6 +336,7 @@ class SqliteBenchRepository:
                         bench.version,
                         to_iso(bench.created_at),
                         to_iso(bench.updated_at),
+                        bench.recorded_liveness.value,
                     ),
                 )
             except sqlite3.IntegrityError as error:
@@ -335,7 +352,7 @@ class SqliteBenchRepository:
         async with self._db.write() as connection:
             cursor = await connection.execute(
                 "UPDATE benches SET name = ?, type = ?, labels = ?, heartbeat_interval_s = ?,"
-                " admin_state = ?, version = ?, updated_at = ?"
+                " admin_state = ?, version = ?, updated_at = ?, recorded_liveness = ?"
                 " WHERE bench_id = ? AND version = ?",
                 (
                     bench.name,
@@ -345,6 +362,7 @@ class SqliteBenchRepository:
                     bench.admin_state.value,
                     bench.version,
                     to_iso(bench.updated_at),
+                    bench.recorded_liveness.value,
                     bench.bench_id,
                     current.version,
                 ),
@@ -501,8 +519,8 @@ class SqliteReservationRepository:
             clauses.append("start < ?")
             params.append(to_iso(query.starts_before))
         if query.holding_only:
-            clauses.append("state = ?")
-            params.append(ReservationState.BOOKED.value)
+            clauses.append("state IN (?, ?)")
+            params += sorted(state.value for state in HOLDING_STATES)
         if after is not None:
             start, reservation_id = parse_reservation_page_key(after)
             clauses.append("(start, reservation_id) > (?, ?)")
@@ -517,15 +535,24 @@ class SqliteReservationRepository:
         next_after = reservation_page_key(items[-1]) if len(rows) > limit else None
         return Page(items=items, next_after=next_after)
 
+    async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
+        async with self._db.read() as connection:
+            rows = await connection.execute_fetchall(
+                'SELECT * FROM reservations WHERE state = ? AND "end" <= ?'
+                ' ORDER BY "end", reservation_id LIMIT ?',
+                (ReservationState.BOOKED.value, to_iso(before), limit),
+            )
+        return [_reservation_from_row(row) for row in rows]
+
     @staticmethod
     async def _check_free(connection: aiosqlite.Connection, reservation: Reservation) -> None:
         """Inside the write transaction, so no booking can slip in between check and insert."""
         rows = await connection.execute_fetchall(
-            "SELECT * FROM reservations WHERE bench_id = ? AND state = ? AND start < ?"
+            "SELECT * FROM reservations WHERE bench_id = ? AND state IN (?, ?) AND start < ?"
             ' AND "end" > ? AND reservation_id != ? ORDER BY start',
             (
                 reservation.bench_id,
-                ReservationState.BOOKED.value,
+                *sorted(state.value for state in HOLDING_STATES),
                 to_iso(reservation.end),
                 to_iso(reservation.start),
                 reservation.reservation_id,

@@ -1,0 +1,244 @@
+"""HTTP for executions (CI pipelines) and tasks (bench agents)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import JSONResponse
+
+from app.benches.domain import BENCH_ID_PATTERN
+from app.deps import ActorDep, ClockDep, SettingsDep, StoreDep
+from app.errors import InvalidInput
+from app.executions.domain import ExecutionStatus, TaskSpec
+from app.executions.schemas import (
+    ExecutionCreate,
+    ExecutionOut,
+    ExecutionPatch,
+    TaskComplete,
+    TaskFail,
+    TaskOut,
+)
+from app.executions.service import ExecutionService, NewExecution
+from app.history.schemas import HistoryEntryOut
+from app.http.auth import PrincipalDep, require_roles
+from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
+from app.http.idempotency import IdempotencyKeyDep
+from app.http.pagination import PageOut, PagerDep
+from app.http.responses import conditional_get, created_response, resource_response
+from app.identity import Principal, Role
+from app.store.base import ExecutionQuery
+
+router = APIRouter(tags=["executions"])
+
+IdPath = Annotated[str, Path(min_length=1, max_length=80)]
+BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
+Launcher = Annotated[Principal, Depends(require_roles(Role.CI, Role.USER, Role.ADMIN))]
+
+
+def execution_service(store: StoreDep, clock: ClockDep, settings: SettingsDep) -> ExecutionService:
+    return ExecutionService(store, clock, timedelta(seconds=settings.task_lease_s))
+
+
+ServiceDep = Annotated[ExecutionService, Depends(execution_service)]
+
+
+@router.post(
+    "/v1/executions",
+    status_code=201,
+    response_model=ExecutionOut,
+    operation_id="create_execution",
+)
+async def create_execution(
+    body: ExecutionCreate,
+    service: ServiceDep,
+    actor: ActorDep,
+    principal: Launcher,
+    idempotency: IdempotencyKeyDep,
+) -> JSONResponse:
+    """Queue a run of one commit on a reservation's bench. Retry-safe with Idempotency-Key."""
+    execution, tasks, replayed = await service.create(
+        NewExecution(
+            reservation_id=body.reservation_id,
+            commit_sha=body.commit_sha,
+            pipeline_url=body.pipeline_url,
+            metadata=body.metadata,
+            tasks=[
+                TaskSpec(
+                    type=task.type,
+                    params=task.params,
+                    timeout_s=task.timeout_s,
+                    max_attempts=task.max_attempts,
+                )
+                for task in body.tasks
+            ],
+        ),
+        actor,
+        idempotency.claim(principal, "create_execution", body),
+    )
+    return created_response(
+        ExecutionOut.of(execution, tasks),
+        execution.version,
+        f"/v1/executions/{execution.execution_id}",
+        replayed=replayed,
+    )
+
+
+@router.get("/v1/executions", response_model=PageOut[ExecutionOut], operation_id="list_executions")
+async def list_executions(
+    service: ServiceDep,
+    pager: PagerDep,
+    _: PrincipalDep,
+    reservation_id: Annotated[str | None, Query(max_length=64)] = None,
+    bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
+    status: ExecutionStatus | None = None,
+) -> PageOut[ExecutionOut]:
+    """Filter by reservation, bench or status (at least one; each is an index)."""
+    if reservation_id is None and bench_id is None and status is None:
+        raise InvalidInput("filter by reservation_id, bench_id or status")
+    query = ExecutionQuery(reservation_id=reservation_id, bench_id=bench_id, status=status)
+    return await _page(service, pager, query)
+
+
+@router.get(
+    "/v1/reservations/{reservation_id}/executions",
+    response_model=PageOut[ExecutionOut],
+    operation_id="list_reservation_executions",
+    tags=["reservations"],
+)
+async def list_reservation_executions(
+    reservation_id: IdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+) -> PageOut[ExecutionOut]:
+    return await _page(service, pager, ExecutionQuery(reservation_id=reservation_id))
+
+
+async def _page(
+    service: ExecutionService, pager: PagerDep, query: ExecutionQuery
+) -> PageOut[ExecutionOut]:
+    filters = {
+        "reservation_id": query.reservation_id,
+        "bench_id": query.bench_id,
+        "status": query.status,
+    }
+    page = await service.find(query, pager.limit, pager.start_after("executions", filters))
+    return PageOut[ExecutionOut](
+        items=[ExecutionOut.of(execution) for execution in page.items],
+        next_cursor=pager.next_cursor("executions", filters, page.next_after),
+    )
+
+
+@router.get(
+    "/v1/executions/{execution_id}", response_model=ExecutionOut, operation_id="get_execution"
+)
+async def get_execution(
+    execution_id: IdPath,
+    service: ServiceDep,
+    _: PrincipalDep,
+    if_none_match: IfNoneMatchHeader = None,
+) -> Response:
+    execution, tasks = await service.get(execution_id)
+    return conditional_get(ExecutionOut.of(execution, tasks), execution.version, if_none_match)
+
+
+@router.patch(
+    "/v1/executions/{execution_id}",
+    response_model=ExecutionOut,
+    operation_id="update_execution",
+)
+async def update_execution(
+    execution_id: IdPath,
+    body: ExecutionPatch,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: IfMatchDep,
+) -> JSONResponse:
+    """Report status (along the state machine), artifacts and a summary."""
+    execution, tasks = await service.update(
+        execution_id,
+        status=body.status,
+        artifacts_uri=body.artifacts_uri,
+        summary=body.summary,
+        expectation=expectation,
+        actor=actor,
+    )
+    return resource_response(ExecutionOut.of(execution, tasks), execution.version)
+
+
+@router.post(
+    "/v1/executions/{execution_id}/cancel",
+    response_model=ExecutionOut,
+    operation_id="cancel_execution",
+)
+async def cancel_execution(
+    execution_id: IdPath, service: ServiceDep, actor: ActorDep, expectation: OptionalIfMatchDep
+) -> JSONResponse:
+    execution, tasks = await service.cancel(execution_id, expectation, actor)
+    return resource_response(ExecutionOut.of(execution, tasks), execution.version)
+
+
+@router.get(
+    "/v1/executions/{execution_id}/history",
+    response_model=PageOut[HistoryEntryOut],
+    operation_id="list_execution_history",
+)
+async def list_execution_history(
+    execution_id: IdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+) -> PageOut[HistoryEntryOut]:
+    scope = f"execution-history:{execution_id}"
+    after = pager.start_after(scope, {})
+    page = await service.history(execution_id, pager.limit, None if after is None else int(after))
+    return PageOut[HistoryEntryOut](
+        items=[HistoryEntryOut.of(entry) for entry in page.items],
+        next_cursor=pager.next_cursor(scope, {}, page.next_after),
+    )
+
+
+@router.post(
+    "/v1/benches/{bench_id}/tasks/claim",
+    response_model=TaskOut,
+    operation_id="claim_task",
+    tags=["tasks"],
+    responses={204: {"description": "nothing to do now"}},
+)
+async def claim_task(bench_id: BenchIdPath, service: ServiceDep, actor: ActorDep) -> Response:
+    """The bench's agent leases its next task; 204 when there is none."""
+    task = await service.claim_next(bench_id, actor)
+    if task is None:
+        return Response(status_code=204)
+    return resource_response(TaskOut.of(task), task.version)
+
+
+@router.post(
+    "/v1/tasks/{task_id}/heartbeat",
+    response_model=TaskOut,
+    operation_id="heartbeat_task",
+    tags=["tasks"],
+)
+async def heartbeat_task(task_id: IdPath, service: ServiceDep, actor: ActorDep) -> JSONResponse:
+    """Extend the lease (lease holder only; 409 once it has expired)."""
+    task = await service.heartbeat(task_id, actor)
+    return resource_response(TaskOut.of(task), task.version)
+
+
+@router.post(
+    "/v1/tasks/{task_id}/complete",
+    response_model=TaskOut,
+    operation_id="complete_task",
+    tags=["tasks"],
+)
+async def complete_task(
+    task_id: IdPath, body: TaskComplete, service: ServiceDep, actor: ActorDep
+) -> JSONResponse:
+    task = await service.complete(task_id, body.result, actor)
+    return resource_response(TaskOut.of(task), task.version)
+
+
+@router.post(
+    "/v1/tasks/{task_id}/fail", response_model=TaskOut, operation_id="fail_task", tags=["tasks"]
+)
+async def fail_task(
+    task_id: IdPath, body: TaskFail, service: ServiceDep, actor: ActorDep
+) -> JSONResponse:
+    task = await service.fail(task_id, body.error, body.retryable, actor)
+    return resource_response(TaskOut.of(task), task.version)

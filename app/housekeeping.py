@@ -1,0 +1,130 @@
+"""Housekeeping: the chores that time makes necessary. Every write here is conditional, so
+any number of API processes may run it at once; a lost race just means another did it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from app.benches.service import BenchService
+from app.clock import Clock
+from app.errors import AppError
+from app.executions.domain import ExecutionStatus
+from app.executions.service import ExecutionService
+from app.identity import Actor, Principal, Role
+from app.metrics import Metrics
+from app.reservations.service import ReservationService
+from app.settings import Settings
+from app.store.base import BenchQuery, ExecutionQuery, Store, StoreError
+
+logger = logging.getLogger("app.housekeeping")
+
+HOUSEKEEPER = Principal("housekeeping", Role.ADMIN)
+# One pass handles at most this many items of each kind; the next pass continues.
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class HousekeepingReport:
+    leases_expired: int = 0
+    executions_timed_out: int = 0
+    reservations_completed: int = 0
+    liveness_changes_recorded: int = 0
+
+
+class Housekeeper:
+    def __init__(self, store: Store, clock: Clock, settings: Settings) -> None:
+        self._store = store
+        self._clock = clock
+        self._executions = ExecutionService(store, clock, timedelta(seconds=settings.task_lease_s))
+        self._reservations = ReservationService(
+            store, clock, timedelta(hours=settings.max_reservation_hours)
+        )
+        self._benches = BenchService(store, clock)
+
+    async def run_once(self) -> HousekeepingReport:
+        actor = Actor(HOUSEKEEPER, request_id=f"housekeeping-{uuid.uuid4()}")
+        return HousekeepingReport(
+            leases_expired=await self._expire_leases(actor),
+            executions_timed_out=await self._time_out_executions(actor),
+            reservations_completed=await self._complete_reservations(actor),
+            liveness_changes_recorded=await self._record_liveness(actor),
+        )
+
+    async def _complete_reservations(self, actor: Actor) -> int:
+        completed = 0
+        for reservation in await self._store.reservations.find_ended(self._clock.now(), BATCH):
+            try:
+                if await self._reservations.mark_completed(reservation, actor) is not None:
+                    completed += 1
+            except AppError as error:
+                logger.info("not completed: %s", error.detail)
+        return completed
+
+    async def _record_liveness(self, actor: Actor) -> int:
+        recorded = 0
+        after: str | None = None
+        while True:
+            page = await self._store.benches.find(BenchQuery(), 100, after)
+            for bench in page.items:
+                try:
+                    if await self._benches.record_liveness(bench, actor) is not None:
+                        recorded += 1
+                except AppError as error:
+                    logger.info("liveness not recorded: %s", error.detail)
+            if page.next_after is None:
+                return recorded
+            after = page.next_after
+
+    async def _expire_leases(self, actor: Actor) -> int:
+        expired = 0
+        for task in await self._store.executions.find_expired_leases(self._clock.now(), BATCH):
+            try:
+                if await self._executions.expire_lease(task, actor) is not None:
+                    expired += 1
+            except AppError as error:  # another process got there first, or it moved on
+                logger.info("lease not expired: %s", error.detail, extra={"task": task.task_id})
+        return expired
+
+    async def _time_out_executions(self, actor: Actor) -> int:
+        timed_out = 0
+        after: str | None = None
+        seen = 0
+        while seen < BATCH:
+            page = await self._store.executions.find(
+                ExecutionQuery(status=ExecutionStatus.RUNNING), 100, after
+            )
+            for execution in page.items:
+                seen += 1
+                try:
+                    if await self._executions.time_out(execution, actor) is not None:
+                        timed_out += 1
+                except (AppError, StoreError) as error:
+                    logger.info(
+                        "not timed out: %s", error, extra={"execution": execution.execution_id}
+                    )
+            if page.next_after is None:
+                break
+            after = page.next_after
+        return timed_out
+
+
+async def run_forever(
+    housekeeper: Housekeeper, interval_s: float, metrics: Metrics | None = None
+) -> None:
+    """The loop each API process runs; jittered so replicas do not fire in step."""
+    while True:
+        await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))
+        try:
+            report = await housekeeper.run_once()
+        except Exception:  # the loop must outlive a bad pass; the next one retries
+            logger.exception("housekeeping pass failed")
+            continue
+        if report != HousekeepingReport():
+            logger.info("housekeeping", extra={"report": asdict(report)})
+            if metrics is not None:
+                metrics.count_housekeeping(asdict(report))

@@ -1,0 +1,382 @@
+"""Executions and tasks on DynamoDB.
+
+A change set (``apply``) is one TransactWriteItems: every create, replace and version
+check, every history entry and the idempotency key. Each condition names its own item,
+and ALL_OLD hands back the stored item of a lost condition, so a VersionMismatch carries
+the current item without a second read.
+
+Listings read the execution indexes, which lag the table by a moment. The lease sweep
+reads the sparse lease index and then re-reads its candidates consistently: a task that
+was completed or extended a moment ago, still listed with its old lease, is left out (a
+lease the index has not caught up with yet waits for the next sweep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any, Generic, Protocol, TypeVar
+
+from app.executions.domain import Execution, Task, TaskStatus
+from app.history.domain import HistoryEntry
+from app.idempotency import IdempotencyKeyTaken, IdempotencyRecord
+from app.store.base import (
+    AlreadyExists,
+    ExecutionQuery,
+    ItemNotFound,
+    Page,
+    StoreError,
+    StoreUnavailable,
+    VersionMismatch,
+    Write,
+    execution_page_key,
+)
+from app.store.dynamodb.calls import (
+    CONDITION_FAILED,
+    MAX_TRANSACTION_ACTIONS,
+    TRANSACTION_CONFLICT,
+    Call,
+    Reasons,
+    batch_get,
+    cancelled,
+    failed,
+    old_item,
+    reason_code,
+    transact,
+)
+from app.store.dynamodb.codec import (
+    Action,
+    Item,
+    decode_execution,
+    decode_record,
+    decode_task,
+    encode_execution,
+    encode_task,
+    execution_key,
+    n,
+    put_history,
+    put_record,
+    s,
+    task_key,
+)
+from app.store.dynamodb.tables import (
+    BENCH_EXECUTIONS_INDEX,
+    CREATED_KEY,
+    EXECUTION_STATUS_INDEX,
+    LEASE_INDEX,
+    LEASED_PK,
+    RESERVATION_EXECUTIONS_INDEX,
+)
+from app.timeutil import to_iso
+
+
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+V = TypeVar("V", bound=_Versioned)
+
+# With a filter, DynamoDB's Limit counts items read, not items kept: read wider pages.
+_FILTERED_PAGE = 100
+# A TransactionConflict means another transaction held one of our items at that moment.
+# Nothing was written, so sending the same change set again is safe: if the other one
+# changed our item, the resend fails its condition and reports VersionMismatch.
+_CONFLICT_ATTEMPTS = 3
+_BACKOFF_BASE_S = 0.01
+_BACKOFF_CAP_S = 0.1
+
+
+class DynamoExecutionRepository:
+    def __init__(
+        self,
+        call: Call,
+        *,
+        executions_table: str,
+        tasks_table: str,
+        history_table: str,
+        idempotency_table: str,
+    ) -> None:
+        self._call = call
+        self._executions = executions_table
+        self._tasks = tasks_table
+        self._history = history_table
+        self._idempotency = idempotency_table
+        self._execution_kind: _Kind[Execution] = _Kind(
+            executions_table,
+            "execution_id",
+            lambda execution: execution.execution_id,
+            encode_execution,
+            decode_execution,
+        )
+        self._task_kind: _Kind[Task] = _Kind(
+            tasks_table, "task_id", lambda task: task.task_id, encode_task, decode_task
+        )
+
+    # --- change sets ---------------------------------------------------------------------
+
+    async def apply(
+        self,
+        executions: Sequence[Write[Execution]],
+        tasks: Sequence[Write[Task]],
+        entries: Sequence[HistoryEntry],
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        count = len(executions) + len(tasks) + len(entries) + (idempotency is not None)
+        if count > MAX_TRANSACTION_ACTIONS:
+            raise ValueError(
+                f"a change set of {count} writes is over DynamoDB's"
+                f" {MAX_TRANSACTION_ACTIONS} per transaction"
+            )
+        actions: list[Action] = []
+        # Per action, how its failed condition is reported (None: a history entry).
+        failures: list[Callable[[Item | None], StoreError] | None] = []
+        for execution_write in executions:
+            actions.append(self._execution_kind.action(execution_write))
+            failures.append(partial(self._execution_kind.failure, execution_write))
+        for task_write in tasks:
+            actions.append(self._task_kind.action(task_write))
+            failures.append(partial(self._task_kind.failure, task_write))
+        for entry in entries:
+            actions.append(put_history(self._history, entry))
+            failures.append(None)
+        if idempotency is not None:
+            actions.append(put_record(self._idempotency, idempotency))
+        if not actions:
+            return
+
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(
+                    random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt))
+                )
+            reasons = await transact(self._call, actions)
+            if reasons is None:
+                return
+            # The key first, as the SQLite adapter claims it first: a retried create with
+            # the same key must replay, not report the execution it created as existing.
+            if idempotency is not None:
+                key_index = len(actions) - 1
+                stored = old_item(reasons, key_index)
+                if failed(reasons, key_index) and stored is not None:
+                    raise IdempotencyKeyTaken(decode_record(stored))
+            for index, failure in enumerate(failures):
+                if failed(reasons, index):
+                    if failure is None:
+                        # Its item passed its version check, yet an entry for the new
+                        # version exists: the caller numbered the entry wrongly.
+                        raise StoreError("a history entry of this change set already exists")
+                    raise failure(old_item(reasons, index))
+            if not _only_conflicts(reasons):
+                raise cancelled(reasons)
+        raise StoreUnavailable(
+            f"DynamoDB change set: transaction conflicts {_CONFLICT_ATTEMPTS} times in a row"
+        )
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get(self, execution_id: str) -> Execution | None:
+        response = await self._call(
+            "GetItem",
+            TableName=self._executions,
+            Key=execution_key(execution_id),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return None if item is None else decode_execution(item)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        response = await self._call(
+            "GetItem", TableName=self._tasks, Key=task_key(task_id), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return None if item is None else decode_task(item)
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        found = await self._read_tasks(task_ids)
+        return [found[task_id] for task_id in task_ids if task_id in found]
+
+    async def find(self, query: ExecutionQuery, limit: int, after: str | None) -> Page[Execution]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        status = None if query.status is None else query.status.value
+        # The most selective index holds the partition; the other filters ride along.
+        filters: dict[str, str] = {}
+        if query.reservation_id is not None:
+            index, partition, value = (
+                RESERVATION_EXECUTIONS_INDEX,
+                "reservation_id",
+                query.reservation_id,
+            )
+            if query.bench_id is not None:
+                filters["bench_id"] = query.bench_id
+            if status is not None:
+                filters["status"] = status
+        elif query.bench_id is not None:
+            index, partition, value = BENCH_EXECUTIONS_INDEX, "bench_id", query.bench_id
+            if status is not None:
+                filters["status"] = status
+        elif status is not None:
+            index, partition, value = EXECUTION_STATUS_INDEX, "status", status
+        else:
+            raise ValueError("an execution query needs reservation_id, bench_id or status")
+
+        # STATUS is a reserved word; every name goes through a placeholder alike.
+        names = {"#pk": partition}
+        values: Item = {":pk": s(value)}
+        conditions = []
+        for number, (name, wanted) in enumerate(sorted(filters.items())):
+            names[f"#f{number}"] = name
+            values[f":f{number}"] = s(wanted)
+            conditions.append(f"#f{number} = :f{number}")
+        params: dict[str, Any] = {
+            "TableName": self._executions,
+            "IndexName": index,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        if conditions:
+            params["FilterExpression"] = " AND ".join(conditions)
+
+        start: Item | None = None
+        if after is not None:
+            created_at, _, execution_id = after.partition("|")
+            if not created_at or not execution_id:
+                raise ValueError(f"not an execution page key: {after!r}")
+            # The created_key is unique per item, so the page resumes right after it
+            # whether or not that execution is still in this partition.
+            start = {
+                **execution_key(execution_id),
+                partition: s(value),
+                CREATED_KEY: s(after),
+            }
+
+        # One more than a page: whether it exists decides next_after.
+        want = limit + 1
+        found: list[Execution] = []
+        while len(found) < want:
+            needed = want - len(found)
+            page = {**params, "Limit": max(needed, _FILTERED_PAGE) if conditions else needed}
+            if start is not None:
+                page["ExclusiveStartKey"] = start
+            response = await self._call("Query", **page)
+            found += [decode_execution(item) for item in response["Items"]]
+            start = response.get("LastEvaluatedKey")
+            if start is None:
+                break
+        if len(found) > limit:
+            items = found[:limit]
+            return Page(items=items, next_after=execution_page_key(items[-1]))
+        return Page(items=found, next_after=None)
+
+    async def find_expired_leases(self, now: datetime, limit: int) -> list[Task]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        expired: list[Task] = []
+        start: Item | None = None
+        while len(expired) < limit:
+            page: dict[str, Any] = {
+                "TableName": self._tasks,
+                "IndexName": LEASE_INDEX,
+                "KeyConditionExpression": "lease_pk = :leased AND lease_expires_at <= :now",
+                "ExpressionAttributeValues": {":leased": s(LEASED_PK), ":now": s(to_iso(now))},
+                "ScanIndexForward": True,
+                "Limit": limit - len(expired),
+            }
+            if start is not None:
+                page["ExclusiveStartKey"] = start
+            response = await self._call("Query", **page)
+            candidates = [item["task_id"]["S"] for item in response["Items"]]
+            # The index lags: a task completed or extended a moment ago may still be listed
+            # with its old lease. The table, read consistently, decides.
+            current = await self._read_tasks(candidates)
+            for task_id in candidates:
+                task = current.get(task_id)
+                if task is not None and _lease_ended(task, now):
+                    expired.append(task)
+            start = response.get("LastEvaluatedKey")
+            if start is None:
+                break
+        expired.sort(key=lambda task: (task.lease_expires_at, task.task_id))
+        return expired[:limit]
+
+    async def _read_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        # BatchGetItem refuses a key named twice in one request.
+        unique = list(dict.fromkeys(task_ids))
+        if not unique:
+            return {}
+        found = await batch_get(self._call, {self._tasks: [task_key(i) for i in unique]})
+        tasks = [decode_task(item) for item in found[self._tasks]]
+        return {task.task_id: task for task in tasks}
+
+
+def _lease_ended(task: Task, now: datetime) -> bool:
+    return (
+        task.status is TaskStatus.LEASED
+        and task.lease_expires_at is not None
+        and task.lease_expires_at <= now
+    )
+
+
+def _only_conflicts(reasons: Reasons) -> bool:
+    """Cancelled only because another transaction held an item: nothing was decided."""
+    codes = {reason_code(reasons, index) for index in range(len(reasons))}
+    return TRANSACTION_CONFLICT in codes and CONDITION_FAILED not in codes
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind(Generic[V]):
+    """How one kind of versioned item maps to its table, for change sets."""
+
+    table: str
+    key_name: str
+    key_of: Callable[[V], str]
+    encode: Callable[[V], Item]
+    decode: Callable[[Item], V]
+
+    def key(self, item: V) -> Item:
+        return {self.key_name: s(self.key_of(item))}
+
+    def action(self, write: Write[V]) -> Action:
+        """The transaction action for one Write: a create, a whole-item replace, a check."""
+        if write.before is None:
+            if write.after is None:
+                raise ValueError("a write needs an item before or after")
+            return {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self.encode(write.after),
+                    "ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": self.key_name},
+                }
+            }
+        versioned: dict[str, Any] = {
+            "TableName": self.table,
+            # A missing item fails ``version = :seen`` too: no Item back means it is gone.
+            "ConditionExpression": "#version = :seen",
+            "ExpressionAttributeNames": {"#version": "version"},
+            "ExpressionAttributeValues": {":seen": n(write.before.version)},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if write.after is None:
+            return {"ConditionCheck": {**versioned, "Key": self.key(write.before)}}
+        if self.key_of(write.after) != self.key_of(write.before):
+            raise ValueError(f"a replace keeps its key: {self.key_of(write.before)!r}")
+        # The whole new item, not an Update: attributes the new state lacks (a finished
+        # task's lease_pk, say) disappear with it, exactly as the domain object says.
+        return {"Put": {**versioned, "Item": self.encode(write.after)}}
+
+    def failure(self, write: Write[V], stored: Item | None) -> StoreError:
+        """What a failed condition on ``write`` means, given the ALL_OLD item if any."""
+        item = write.before if write.before is not None else write.after
+        assert item is not None
+        if write.before is None:
+            return AlreadyExists(self.key_of(item))
+        if stored is None:
+            return ItemNotFound(self.key_of(item))
+        return VersionMismatch(self.decode(stored))
