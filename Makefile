@@ -26,8 +26,8 @@ run: $(VENV)/.runtime-installed
 test: $(VENV)/.dev-installed lint typecheck pytest
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench examples
+	$(BIN)/ruff format --check app tests bench examples
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy

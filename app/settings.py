@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +35,15 @@ class Settings(BaseSettings):
     # Period of the housekeeping loop in each API process; 0 turns the loop off.
     housekeeping_interval_s: float = Field(default=15.0, ge=0)
 
+    # Keep history entries this many days, then let them expire (DynamoDB TTL; SQLite reads
+    # skip them). Unset: kept for ever. The archive in S3 keeps everything regardless.
+    history_ttl_days: int | None = Field(default=None, ge=1)
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @property
+    def history_retention(self) -> timedelta | None:
+        return None if self.history_ttl_days is None else timedelta(days=self.history_ttl_days)

@@ -13,4 +13,4 @@ async def open_store(settings: Settings) -> Store:
         return await DynamoStore.open(settings)
     from app.store.sqlite.store import SqliteStore
 
-    return await SqliteStore.open(settings.sqlite_path)
+    return await SqliteStore.open(settings.sqlite_path, settings.history_retention)

@@ -195,6 +195,7 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
             f"{prefix}Idempotency",
             f"{prefix}Executions",
             f"{prefix}Tasks",
+            f"{prefix}FeedCheckpoints",
         ]
     )
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
@@ -113,7 +114,19 @@ def entity(entity_type: str, entity_id: str) -> str:
     return f"{entity_type}#{entity_id}"
 
 
-def put_history(table: str, entry: HistoryEntry) -> Action:
+@dataclass(frozen=True, slots=True)
+class HistoryTable:
+    """Where history entries go, and how long they are kept (None: for ever)."""
+
+    name: str
+    retention: timedelta | None = None
+
+    def put(self, entry: HistoryEntry) -> Action:
+        expires_at = None if self.retention is None else entry.at + self.retention
+        return put_history(self.name, entry, expires_at)
+
+
+def put_history(table: str, entry: HistoryEntry, expires_at: datetime | None = None) -> Action:
     item: Item = {
         "entity": s(entity(entry.entity_type, entry.entity_id)),
         "version": n(entry.version),
@@ -125,6 +138,9 @@ def put_history(table: str, entry: HistoryEntry) -> Action:
         "action": s(entry.action),
         "changes": s(json.dumps(entry.changes)),
     }
+    if expires_at is not None:
+        # Epoch seconds, the TTL attribute's format; DynamoDB deletes it some time after.
+        item["expires_at"] = n(math.ceil(expires_at.timestamp()))
     # History is append-only: a second entry for one version is a bug, not an overwrite.
     return {
         "Put": {

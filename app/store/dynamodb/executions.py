@@ -50,6 +50,7 @@ from app.store.dynamodb.calls import (
 )
 from app.store.dynamodb.codec import (
     Action,
+    HistoryTable,
     Item,
     decode_execution,
     decode_record,
@@ -58,7 +59,6 @@ from app.store.dynamodb.codec import (
     encode_task,
     execution_key,
     n,
-    put_history,
     put_record,
     s,
     task_key,
@@ -98,7 +98,7 @@ class DynamoExecutionRepository:
         *,
         executions_table: str,
         tasks_table: str,
-        history_table: str,
+        history_table: HistoryTable,
         idempotency_table: str,
     ) -> None:
         self._call = call
@@ -142,7 +142,7 @@ class DynamoExecutionRepository:
             actions.append(self._task_kind.action(task_write))
             failures.append(partial(self._task_kind.failure, task_write))
         for entry in entries:
-            actions.append(put_history(self._history, entry))
+            actions.append(self._history.put(entry))
             failures.append(None)
         if idempotency is not None:
             actions.append(put_record(self._idempotency, idempotency))

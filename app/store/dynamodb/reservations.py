@@ -54,6 +54,7 @@ from app.store.dynamodb.calls import (
 )
 from app.store.dynamodb.codec import (
     Action,
+    HistoryTable,
     Item,
     bench_key,
     calendar_key,
@@ -65,7 +66,6 @@ from app.store.dynamodb.codec import (
     encode_slot,
     idempotency_key,
     n,
-    put_history,
     put_record,
     reservation_key,
     s,
@@ -136,7 +136,7 @@ class DynamoReservationRepository:
         reservations_table: str,
         calendar_table: str,
         benches_table: str,
-        history_table: str,
+        history_table: HistoryTable,
         idempotency_table: str,
     ) -> None:
         self._call = call
@@ -197,7 +197,7 @@ class DynamoReservationRepository:
                     self._write_day(reservation.bench_id, bucket, [*bucket.slots, reservation.slot])
                 )
             calendar = range(first_day, len(actions))
-            actions.append(put_history(self._history, entry))
+            actions.append(self._history.put(entry))
             if idempotency is not None:
                 actions.append(put_record(self._idempotency, idempotency))
 
@@ -267,7 +267,7 @@ class DynamoReservationRepository:
 
             actions: list[Action] = [self._update_reservation(current, updated), *day_actions]
             calendar = range(1, len(actions))
-            actions.append(put_history(self._history, entry))
+            actions.append(self._history.put(entry))
             reasons = await transact(self._call, actions)
             if reasons is None:
                 return

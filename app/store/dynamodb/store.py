@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aioboto3
@@ -43,6 +44,7 @@ from app.store.dynamodb.calls import (
 )
 from app.store.dynamodb.codec import (
     Action,
+    HistoryTable,
     Item,
     bench_key,
     capability_key,
@@ -53,7 +55,6 @@ from app.store.dynamodb.codec import (
     encode_labels,
     entity,
     n,
-    put_history,
     put_record,
     s,
 )
@@ -132,6 +133,7 @@ class DynamoStore:
         table_prefix: str,
         *,
         exit_stack: AsyncExitStack | None = None,
+        history_retention: timedelta | None = None,
     ) -> None:
         self.client = client
         self.table_prefix = table_prefix
@@ -139,12 +141,12 @@ class DynamoStore:
         self.calls: dict[str, int] = {}
         self._exit_stack = exit_stack
         self._benches_table = BENCHES.table_name(table_prefix)
-        history_table = HISTORY.table_name(table_prefix)
+        history_table = HistoryTable(HISTORY.table_name(table_prefix), history_retention)
         idempotency_table = IDEMPOTENCY.table_name(table_prefix)
         self.benches = DynamoBenchRepository(
             self._call, self._benches_table, history_table, idempotency_table
         )
-        self.history = DynamoHistoryRepository(self._call, history_table)
+        self.history = DynamoHistoryRepository(self._call, history_table.name)
         self.reservations = DynamoReservationRepository(
             self._call,
             reservations_table=RESERVATIONS.table_name(table_prefix),
@@ -188,7 +190,12 @@ class DynamoStore:
         except BaseException:
             await stack.aclose()
             raise
-        return cls(client, settings.table_prefix, exit_stack=stack)
+        return cls(
+            client,
+            settings.table_prefix,
+            exit_stack=stack,
+            history_retention=settings.history_retention,
+        )
 
     async def ping(self) -> None:
         try:
@@ -231,7 +238,9 @@ class DynamoStore:
 
 
 class DynamoBenchRepository:
-    def __init__(self, call: Call, table: str, history_table: str, idempotency_table: str) -> None:
+    def __init__(
+        self, call: Call, table: str, history_table: HistoryTable, idempotency_table: str
+    ) -> None:
         self._call = call
         self._table = table
         self._history_table = history_table
@@ -250,7 +259,7 @@ class DynamoBenchRepository:
             }
         ]
         actions += [self._put_capability(bench.bench_id, tag) for tag in sorted(bench.capabilities)]
-        actions.append(put_history(self._history_table, entry))
+        actions.append(self._history_table.put(entry))
         if idempotency is not None:
             actions.append(put_record(self._idempotency_table, idempotency))
         reasons = await transact(self._call, actions)
@@ -329,7 +338,7 @@ class DynamoBenchRepository:
             actions.append(
                 {"Delete": {"TableName": self._table, "Key": capability_key(bench.bench_id, tag)}}
             )
-        actions.append(put_history(self._history_table, entry))
+        actions.append(self._history_table.put(entry))
         reasons = await transact(self._call, actions)
         if reasons is None:
             return
@@ -481,15 +490,20 @@ class DynamoHistoryRepository:
         if after is not None:
             condition += " AND #version > :after"
             values[":after"] = n(after)
+        # TTL deletes expired entries some time after they expire (moto never does): reads
+        # skip them from the moment they expire.
+        values[":now"] = n(int(datetime.now(UTC).timestamp()))
         params: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": condition,
+            "FilterExpression": "attribute_not_exists(#expires) OR #expires > :now",
             "ExpressionAttributeValues": values,
+            "ExpressionAttributeNames": {"#expires": "expires_at"},
             "ConsistentRead": True,
             "ScanIndexForward": True,
         }
         if after is not None:
-            params["ExpressionAttributeNames"] = {"#version": "version"}
+            params["ExpressionAttributeNames"]["#version"] = "version"
         want = limit + 1
         entries: list[HistoryEntry] = []
         start: Item | None = None

@@ -241,6 +241,13 @@ TASKS = TableSpec(
     ),
 )
 
+# The change feed's own state: one item per exporter name, holding the position it has
+# delivered up to and a version every advance is conditioned on.
+FEED_CHECKPOINTS = TableSpec(
+    name="FeedCheckpoints",
+    partition=KeyAttribute("name", "S"),
+)
+
 TABLES: tuple[TableSpec, ...] = (
     BENCHES,
     HISTORY,
@@ -249,6 +256,7 @@ TABLES: tuple[TableSpec, ...] = (
     IDEMPOTENCY,
     EXECUTIONS,
     TASKS,
+    FEED_CHECKPOINTS,
 )
 
 

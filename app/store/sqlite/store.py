@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -141,6 +141,7 @@ CREATE TABLE IF NOT EXISTS history (
     request_id TEXT NOT NULL,
     action TEXT NOT NULL,
     changes TEXT NOT NULL,
+    expires_at TEXT,
     PRIMARY KEY (entity_type, entity_id, version)
 );
 """
@@ -148,7 +149,10 @@ CREATE TABLE IF NOT EXISTS history (
 
 # Columns added after a table first shipped: a store file made by an older version gains
 # them on open instead of failing (CREATE TABLE IF NOT EXISTS leaves old tables as they are).
-_ADDED_COLUMNS = (("benches", "recorded_liveness", "TEXT NOT NULL DEFAULT 'offline'"),)
+_ADDED_COLUMNS = (
+    ("benches", "recorded_liveness", "TEXT NOT NULL DEFAULT 'offline'"),
+    ("history", "expires_at", "TEXT"),
+)
 
 
 async def _add_missing_columns(connection: aiosqlite.Connection) -> None:
@@ -161,12 +165,15 @@ async def _add_missing_columns(connection: aiosqlite.Connection) -> None:
 class SqliteDatabase:
     """The connection and the transaction discipline every repository shares."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(
+        self, connection: aiosqlite.Connection, history_retention: timedelta | None = None
+    ) -> None:
         self._connection = connection
         self._lock = asyncio.Lock()
+        self.history_retention = history_retention
 
     @classmethod
-    async def open(cls, path: str) -> SqliteDatabase:
+    async def open(cls, path: str, history_retention: timedelta | None = None) -> SqliteDatabase:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
@@ -177,7 +184,7 @@ class SqliteDatabase:
         await connection.execute("PRAGMA busy_timeout=30000")
         await connection.executescript(SCHEMA)
         await _add_missing_columns(connection)
-        return cls(connection)
+        return cls(connection, history_retention)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -202,6 +209,25 @@ class SqliteDatabase:
 
     async def close(self) -> None:
         await self._connection.close()
+
+    async def insert_history(self, connection: aiosqlite.Connection, entry: HistoryEntry) -> None:
+        """Inside the caller's write transaction, with the change it describes."""
+        retention = self.history_retention
+        await connection.execute(
+            "INSERT INTO history (entity_type, entity_id, version, at, actor, request_id, action,"
+            " changes, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.entity_type,
+                entry.entity_id,
+                entry.version,
+                to_iso(entry.at),
+                entry.actor,
+                entry.request_id,
+                entry.action,
+                json.dumps(entry.changes),
+                None if retention is None else to_iso(entry.at + retention),
+            ),
+        )
 
 
 def _bench_from_row(row: sqlite3.Row, capabilities: list[str]) -> Bench:
@@ -295,23 +321,6 @@ def _reservation_from_row(row: sqlite3.Row) -> Reservation:
     )
 
 
-async def _insert_history(connection: aiosqlite.Connection, entry: HistoryEntry) -> None:
-    await connection.execute(
-        "INSERT INTO history (entity_type, entity_id, version, at, actor, request_id, action,"
-        " changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            entry.entity_type,
-            entry.entity_id,
-            entry.version,
-            to_iso(entry.at),
-            entry.actor,
-            entry.request_id,
-            entry.action,
-            json.dumps(entry.changes),
-        ),
-    )
-
-
 class SqliteBenchRepository:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
@@ -342,7 +351,7 @@ class SqliteBenchRepository:
             except sqlite3.IntegrityError as error:
                 raise AlreadyExists(bench.bench_id) from error
             await self._insert_capabilities(connection, bench.bench_id, bench.capabilities)
-            await _insert_history(connection, entry)
+            await self._db.insert_history(connection, entry)
 
     async def get(self, bench_id: str) -> Bench | None:
         async with self._db.read() as connection:
@@ -376,7 +385,7 @@ class SqliteBenchRepository:
                 "DELETE FROM bench_capabilities WHERE bench_id = ?", (bench.bench_id,)
             )
             await self._insert_capabilities(connection, bench.bench_id, bench.capabilities)
-            await _insert_history(connection, entry)
+            await self._db.insert_history(connection, entry)
 
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
         async with self._db.write() as connection:
@@ -477,7 +486,7 @@ class SqliteReservationRepository:
             await _RESERVATIONS.write(
                 connection, reservation.reservation_id, Write(None, reservation), None
             )
-            await _insert_history(connection, entry)
+            await self._db.insert_history(connection, entry)
 
     async def get(self, reservation_id: str) -> Reservation | None:
         async with self._db.read() as connection:
@@ -497,7 +506,7 @@ class SqliteReservationRepository:
             await _RESERVATIONS.write(
                 connection, current.reservation_id, Write(current, updated), current.version
             )
-            await _insert_history(connection, entry)
+            await self._db.insert_history(connection, entry)
 
     async def find(
         self, query: ReservationQuery, limit: int, after: str | None
@@ -751,7 +760,7 @@ class SqliteExecutionRepository:
                 version = None if task_write.before is None else task.version
                 await _TASKS.write(connection, task.task_id, task_write, version)
             for entry in entries:
-                await _insert_history(connection, entry)
+                await self._db.insert_history(connection, entry)
 
     async def get(self, execution_id: str) -> Execution | None:
         async with self._db.read() as connection:
@@ -828,8 +837,9 @@ class SqliteHistoryRepository:
             rows = list(
                 await connection.execute_fetchall(
                     "SELECT * FROM history WHERE entity_type = ? AND entity_id = ?"
-                    " AND version > ? ORDER BY version LIMIT ?",
-                    (entity_type, entity_id, after or 0, limit + 1),
+                    " AND version > ? AND (expires_at IS NULL OR expires_at > ?)"
+                    " ORDER BY version LIMIT ?",
+                    (entity_type, entity_id, after or 0, to_iso(datetime.now(UTC)), limit + 1),
                 )
             )
         entries = [
@@ -859,9 +869,9 @@ class SqliteStore:
         self.executions = SqliteExecutionRepository(db)
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStore:
+    async def open(cls, path: str, history_retention: timedelta | None = None) -> SqliteStore:
         try:
-            return cls(await SqliteDatabase.open(path))
+            return cls(await SqliteDatabase.open(path, history_retention))
         except (sqlite3.Error, OSError) as error:
             raise StoreUnavailable(f"cannot open SQLite store at {path}: {error}") from error
 
