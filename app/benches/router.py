@@ -18,7 +18,7 @@ from app.benches.schemas import (
 )
 from app.benches.service import BenchService, NewBench
 from app.deps import ActorDep, ClockDep, StoreDep
-from app.history.schemas import HistoryEntryOut
+from app.history.schemas import HistoryEntryOut, history_page
 from app.http.auth import AdminDep, PrincipalDep
 from app.http.etag import IfMatchDep, IfNoneMatchHeader
 from app.http.idempotency import IdempotencyKeyDep
@@ -165,15 +165,8 @@ async def post_heartbeat(
 async def list_bench_history(
     bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
 ) -> PageOut[HistoryEntryOut]:
-    scope = f"bench-history:{bench_id}"
-    after = pager.start_after(scope, {})
-    page = await service.history(bench_id, pager.limit, None if after is None else _version(after))
-    return PageOut[HistoryEntryOut](
-        items=[HistoryEntryOut.of(entry) for entry in page.items],
-        next_cursor=pager.next_cursor(scope, {}, page.next_after),
+    return await history_page(
+        pager,
+        f"bench-history:{bench_id}",
+        lambda limit, after: service.history(bench_id, limit, after),
     )
-
-
-def _version(after: str) -> int:
-    # The cursor is signed by us, so its content is a version we wrote.
-    return int(after)

@@ -20,7 +20,7 @@ from app.benches.domain import (
 from app.clock import Clock
 from app.concurrency import change_versioned
 from app.errors import Conflict, Forbidden, NotFound
-from app.history.domain import HistoryEntry, diff
+from app.history.domain import HistoryEntry, record_change
 from app.idempotency import IdempotencyClaim, IdempotencyRecord, create_once
 from app.identity import Actor, Principal, Role
 from app.store.base import AlreadyExists, BenchQuery, ItemNotFound, Page, Store
@@ -39,16 +39,16 @@ class NewBench:
     heartbeat_interval_s: int
 
 
-def _entry(bench: Bench, actor: Actor, action: str, changes: dict[str, Any]) -> HistoryEntry:
-    return HistoryEntry(
+def _entry(bench: Bench, actor: Actor, action: str, before: Bench | None) -> HistoryEntry:
+    return record_change(
         entity_type=ENTITY,
         entity_id=bench.bench_id,
         version=bench.version,
         at=bench.updated_at,
-        actor=actor.subject,
-        request_id=actor.request_id,
+        actor=actor,
         action=action,
-        changes=changes,
+        before=None if before is None else before.audited(),
+        after=bench.audited(),
     )
 
 
@@ -76,7 +76,7 @@ class BenchService:
         )
 
         async def create(record: IdempotencyRecord | None) -> Bench:
-            entry = _entry(bench, actor, "created", diff({}, bench.audited()))
+            entry = _entry(bench, actor, "created", None)
             try:
                 await self._store.benches.create(bench, entry, record)
             except AlreadyExists as error:
@@ -184,7 +184,7 @@ class BenchService:
         action: str,
     ) -> Bench:
         async def write(before: Bench, after: Bench) -> None:
-            entry = _entry(after, actor, action, diff(before.audited(), after.audited()))
+            entry = _entry(after, actor, action, before)
             await self._store.benches.update(before, after, entry)
 
         return await change_versioned(

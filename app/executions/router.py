@@ -21,7 +21,7 @@ from app.executions.schemas import (
     TaskOut,
 )
 from app.executions.service import ExecutionService, NewExecution
-from app.history.schemas import HistoryEntryOut
+from app.history.schemas import HistoryEntryOut, history_page
 from app.http.auth import PrincipalDep, require_roles
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
@@ -185,12 +185,10 @@ async def cancel_execution(
 async def list_execution_history(
     execution_id: IdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
 ) -> PageOut[HistoryEntryOut]:
-    scope = f"execution-history:{execution_id}"
-    after = pager.start_after(scope, {})
-    page = await service.history(execution_id, pager.limit, None if after is None else int(after))
-    return PageOut[HistoryEntryOut](
-        items=[HistoryEntryOut.of(entry) for entry in page.items],
-        next_cursor=pager.next_cursor(scope, {}, page.next_after),
+    return await history_page(
+        pager,
+        f"execution-history:{execution_id}",
+        lambda limit, after: service.history(execution_id, limit, after),
     )
 
 

@@ -28,7 +28,7 @@ from app.executions.domain import (
     transition,
     verdict,
 )
-from app.history.domain import HistoryEntry, diff
+from app.history.domain import HistoryEntry, record_change
 from app.idempotency import IdempotencyClaim, IdempotencyRecord, create_once
 from app.identity import Actor, Principal, Role
 from app.ids import sortable_uuid
@@ -83,15 +83,15 @@ class ChangeSet:
 def _execution_entry(
     execution: Execution, actor: Actor, action: str, before: Execution | None
 ) -> HistoryEntry:
-    return HistoryEntry(
+    return record_change(
         entity_type=EXECUTION,
         entity_id=execution.execution_id,
         version=execution.version,
         at=execution.updated_at,
-        actor=actor.subject,
-        request_id=actor.request_id,
+        actor=actor,
         action=action,
-        changes=diff({} if before is None else before.snapshot(), execution.snapshot()),
+        before=None if before is None else before.snapshot(),
+        after=execution.snapshot(),
     )
 
 
@@ -106,15 +106,15 @@ def _task_snapshot(task: Task) -> dict[str, Any]:
 
 
 def _task_entry(task: Task, actor: Actor, action: str, before: Task | None) -> HistoryEntry:
-    return HistoryEntry(
+    return record_change(
         entity_type=TASK,
         entity_id=task.task_id,
         version=task.version,
         at=task.updated_at,
-        actor=actor.subject,
-        request_id=actor.request_id,
+        actor=actor,
         action=action,
-        changes=diff({} if before is None else _task_snapshot(before), _task_snapshot(task)),
+        before=None if before is None else _task_snapshot(before),
+        after=_task_snapshot(task),
     )
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.identity import Actor
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
@@ -17,6 +19,30 @@ class HistoryEntry:
     request_id: str
     action: str
     changes: dict[str, Any] = field(default_factory=dict)
+
+
+def record_change(
+    *,
+    entity_type: str,
+    entity_id: str,
+    version: int,
+    at: datetime,
+    actor: Actor,
+    action: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+) -> HistoryEntry:
+    """The entry for one change: who, when, under which request, and what differs."""
+    return HistoryEntry(
+        entity_type=entity_type,
+        entity_id=entity_id,
+        version=version,
+        at=at,
+        actor=actor.subject,
+        request_id=actor.request_id,
+        action=action,
+        changes=diff({} if before is None else before, after),
+    )
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from app.history.domain import HistoryEntry
+from app.http.pagination import PageOut, Pager
+from app.store.base import Page
 
 
 class HistoryEntryOut(BaseModel):
@@ -26,3 +29,17 @@ class HistoryEntryOut(BaseModel):
             action=entry.action,
             changes=entry.changes,
         )
+
+
+async def history_page(
+    pager: Pager,
+    scope: str,
+    load: Callable[[int, int | None], Awaitable[Page[HistoryEntry]]],
+) -> PageOut[HistoryEntryOut]:
+    """One page of a resource's history, oldest first; the cursor carries the last version."""
+    after = pager.start_after(scope, {})
+    page = await load(pager.limit, None if after is None else int(after))
+    return PageOut[HistoryEntryOut](
+        items=[HistoryEntryOut.of(entry) for entry in page.items],
+        next_cursor=pager.next_cursor(scope, {}, page.next_after),
+    )

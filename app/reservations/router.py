@@ -12,7 +12,7 @@ from app.benches.domain import BENCH_ID_PATTERN
 from app.benches.schemas import Capability
 from app.deps import ActorDep, ClockDep, SettingsDep, StoreDep
 from app.errors import InvalidInput
-from app.history.schemas import HistoryEntryOut
+from app.history.schemas import HistoryEntryOut, history_page
 from app.http.auth import PrincipalDep, require_roles
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
@@ -209,12 +209,10 @@ async def release_reservation(
 async def list_reservation_history(
     reservation_id: ReservationIdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
 ) -> PageOut[HistoryEntryOut]:
-    scope = f"reservation-history:{reservation_id}"
-    after = pager.start_after(scope, {})
-    page = await service.history(reservation_id, pager.limit, None if after is None else int(after))
-    return PageOut[HistoryEntryOut](
-        items=[HistoryEntryOut.of(entry) for entry in page.items],
-        next_cursor=pager.next_cursor(scope, {}, page.next_after),
+    return await history_page(
+        pager,
+        f"reservation-history:{reservation_id}",
+        lambda limit, after: service.history(reservation_id, limit, after),
     )
 
 

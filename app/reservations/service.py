@@ -16,7 +16,7 @@ from app.benches.domain import AdminState, Bench
 from app.clock import Clock
 from app.concurrency import change_versioned
 from app.errors import Conflict, InvalidInput, NotFound
-from app.history.domain import HistoryEntry, diff
+from app.history.domain import HistoryEntry, record_change
 from app.idempotency import IdempotencyClaim, IdempotencyRecord, create_once
 from app.identity import Actor
 from app.ids import sortable_uuid
@@ -81,15 +81,15 @@ def _snapshot(reservation: Reservation) -> dict[str, Any]:
 def _entry(
     reservation: Reservation, actor: Actor, action: str, before: Reservation | None
 ) -> HistoryEntry:
-    return HistoryEntry(
+    return record_change(
         entity_type=ENTITY,
         entity_id=reservation.reservation_id,
         version=reservation.version,
         at=reservation.updated_at,
-        actor=actor.subject,
-        request_id=actor.request_id,
+        actor=actor,
         action=action,
-        changes=diff({} if before is None else _snapshot(before), _snapshot(reservation)),
+        before=None if before is None else _snapshot(before),
+        after=_snapshot(reservation),
     )
 
 

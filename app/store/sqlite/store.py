@@ -37,7 +37,6 @@ from app.store.base import (
     WindowTaken,
     Write,
     execution_page_key,
-    parse_reservation_page_key,
     reservation_page_key,
 )
 from app.timeutil import from_iso, to_iso
@@ -530,19 +529,15 @@ class SqliteReservationRepository:
         if query.holding_only:
             clauses.append("state IN (?, ?)")
             params += sorted(state.value for state in HOLDING_STATES)
-        if after is not None:
-            start, reservation_id = parse_reservation_page_key(after)
-            clauses.append("(start, reservation_id) > (?, ?)")
-            params += [start, reservation_id]
-        sql = (
-            f"SELECT * FROM reservations WHERE {' AND '.join(clauses)}"
-            " ORDER BY start, reservation_id LIMIT ?"
+        return await _RESERVATIONS.page(
+            self._db,
+            clauses,
+            params,
+            ("start", "reservation_id"),
+            after,
+            limit,
+            reservation_page_key,
         )
-        async with self._db.read() as connection:
-            rows = list(await connection.execute_fetchall(sql, [*params, limit + 1]))
-        items = [_reservation_from_row(row) for row in rows[:limit]]
-        next_after = reservation_page_key(items[-1]) if len(rows) > limit else None
-        return Page(items=items, next_after=next_after)
 
     async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
         async with self._db.read() as connection:
@@ -688,6 +683,30 @@ class _Table(Generic[R]):
         )
         return self.from_row(rows[0]) if rows else None
 
+    async def page(
+        self,
+        db: SqliteDatabase,
+        clauses: list[str],
+        params: list[Any],
+        order: tuple[str, str],
+        after: str | None,
+        limit: int,
+        page_key: Callable[[R], str],
+    ) -> Page[R]:
+        """Keyset pagination over ``order``; ``after`` is "<first>|<second>" of the last row."""
+        if after is not None:
+            first, _, second = after.partition("|")
+            clauses = [*clauses, f"({order[0]}, {order[1]}) > (?, ?)"]
+            params = [*params, first, second]
+        sql = (
+            f"SELECT * FROM {self.name} WHERE {' AND '.join(clauses)}"
+            f" ORDER BY {order[0]}, {order[1]} LIMIT ?"
+        )
+        async with db.read() as connection:
+            rows = list(await connection.execute_fetchall(sql, [*params, limit + 1]))
+        items = [self.from_row(row) for row in rows[:limit]]
+        return Page(items=items, next_after=page_key(items[-1]) if len(rows) > limit else None)
+
     async def write(
         self, connection: aiosqlite.Connection, key: str, write: Write[R], version: int | None
     ) -> None:
@@ -788,19 +807,15 @@ class SqliteExecutionRepository:
                 params.append(value)
         if not clauses:
             raise ValueError("an execution query needs reservation_id, bench_id or status")
-        if after is not None:
-            created_at, _, execution_id = after.partition("|")
-            clauses.append("(created_at, execution_id) > (?, ?)")
-            params += [created_at, execution_id]
-        sql = (
-            f"SELECT * FROM executions WHERE {' AND '.join(clauses)}"
-            " ORDER BY created_at, execution_id LIMIT ?"
+        return await _EXECUTIONS.page(
+            self._db,
+            clauses,
+            params,
+            ("created_at", "execution_id"),
+            after,
+            limit,
+            execution_page_key,
         )
-        async with self._db.read() as connection:
-            rows = list(await connection.execute_fetchall(sql, [*params, limit + 1]))
-        items = [_execution_from_row(row) for row in rows[:limit]]
-        next_after = execution_page_key(items[-1]) if len(rows) > limit else None
-        return Page(items=items, next_after=next_after)
 
     async def find_expired_leases(self, now: datetime, limit: int) -> list[Task]:
         async with self._db.read() as connection:
