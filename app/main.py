@@ -8,6 +8,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -18,7 +19,8 @@ from app.executions import router as executions
 from app.housekeeping import Housekeeper, run_forever
 from app.http.auth import TokenRegistry
 from app.http.pagination import CursorCodec
-from app.http.problems import install_problem_handlers
+from app.http.problems import PROBLEM_RESPONSES, Problem, install_problem_handlers
+from app.http.rate_limit import RateLimiter
 from app.http.request_context import RequestContextMiddleware
 from app.logs import configure_logging
 from app.metrics import Metrics
@@ -44,6 +46,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.tokens = TokenRegistry.from_file(settings.tokens_file)
+        app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         if settings.cursor_secret is None:
             logger.warning("ORCH_CURSOR_SECRET is unset: cursors work in this process only")
         secret = settings.cursor_secret or secrets.token_hex(32)
@@ -72,7 +75,9 @@ def create_app(
         version="0.1.0",
         summary="Book test benches, run CI executions on them, keep an audit trail.",
         lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
     )
+    _document_problems(app)
     metrics = Metrics()
     app.state.metrics = metrics
     install_problem_handlers(app)
@@ -84,6 +89,22 @@ def create_app(
     app.include_router(reservations.router)
     app.include_router(executions.router)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Add the Problem schema to the OpenAPI components the error responses refer to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+                Problem.model_json_schema()
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def __getattr__(name: str) -> FastAPI:

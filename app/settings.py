@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # skip them). Unset: kept for ever. The archive in S3 keeps everything regardless.
     history_ttl_days: int | None = Field(default=None, ge=1)
 
+    # Requests per second per caller, in each process, with bursts up to rate_limit_burst;
+    # 0 turns limiting off.
+    rate_limit_per_s: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: str = "INFO"
     host: str = "127.0.0.1"

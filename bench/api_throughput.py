@@ -177,6 +177,7 @@ async def main() -> None:
             "tokens_file": tokens,
             "cursor_secret": "bench",
             "housekeeping_interval_s": 0,
+            "rate_limit_per_s": 0,
             "log_level": "WARNING",
         }
         kinds: dict[str, Settings] = {

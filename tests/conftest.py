@@ -81,6 +81,7 @@ def store_settings(kind: str, tmp_path: Path, moto: str | None, tokens: Path) ->
             tokens_file=tokens,
             cursor_secret="test-secret",
             housekeeping_interval_s=0,
+            rate_limit_per_s=0,
         )
     path = ":memory:" if kind == "sqlite-memory" else str(tmp_path / "orchestrator.db")
     return Settings(
@@ -89,6 +90,7 @@ def store_settings(kind: str, tmp_path: Path, moto: str | None, tokens: Path) ->
         tokens_file=tokens,
         cursor_secret="test-secret",
         housekeeping_interval_s=0,
+        rate_limit_per_s=0,
     )
 
 

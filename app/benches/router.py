@@ -23,10 +23,11 @@ from app.http.auth import AdminDep, PrincipalDep
 from app.http.etag import IfMatchDep, IfNoneMatchHeader
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep
+from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 from app.store.base import BenchQuery
 
-router = APIRouter(prefix="/v1/benches", tags=["benches"])
+router = APIRouter(prefix="/v1/benches", tags=["benches"], dependencies=[RATE_LIMITED])
 
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
 

@@ -26,11 +26,12 @@ from app.http.auth import PrincipalDep, require_roles
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep
+from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 from app.identity import Principal, Role
 from app.store.base import ExecutionQuery
 
-router = APIRouter(tags=["executions"])
+router = APIRouter(tags=["executions"], dependencies=[RATE_LIMITED])
 
 IdPath = Annotated[str, Path(min_length=1, max_length=80)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]

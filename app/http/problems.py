@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_jsonable_python
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,6 +22,42 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://bench-orchestrator.dev/problems/"
 
 logger = logging.getLogger("app.http")
+
+
+class Problem(BaseModel):
+    """RFC 9457 Problem Details; some problems add members (conflicts, errors, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+# Listed on every operation, so clients generated from the spec know the error shape.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("Malformed request: bad JSON, bad cursor"),
+    401: _documented("Missing or unknown bearer token"),
+    403: _documented("Authenticated but not allowed"),
+    404: _documented("Unknown resource"),
+    409: _documented("Conflicts with the current state"),
+    412: _documented("If-Match names a version that is no longer current"),
+    413: _documented("Body too large"),
+    415: _documented("Body is not JSON"),
+    422: _documented("Validation failed"),
+    428: _documented("If-Match required"),
+    429: _documented("Rate limited; see Retry-After"),
+    503: _documented("Store unavailable; see Retry-After"),
+}
 
 
 def problem_response(

@@ -17,6 +17,7 @@ from app.http.auth import PrincipalDep, require_roles
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep
+from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 from app.identity import Principal, Role
 from app.reservations.domain import ReservationStatus, Window
@@ -30,7 +31,7 @@ from app.reservations.schemas import (
 from app.reservations.service import BookingRequest, ReservationService
 from app.store.base import ReservationQuery
 
-router = APIRouter(tags=["reservations"])
+router = APIRouter(tags=["reservations"], dependencies=[RATE_LIMITED])
 
 ReservationIdPath = Annotated[str, Path(max_length=64)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]

@@ -162,3 +162,23 @@ async def test_metrics_count_requests_conflicts_and_liveness(client: httpx.Async
     assert 'orchestrator_benches{status="online"} 1.0' in text
     assert 'orchestrator_task_queue_depth{status="pending"} 0.0' in text
     assert "orchestrator_http_request_duration_seconds_bucket" in text
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite-memory"], indirect=True)
+async def test_a_caller_over_its_rate_gets_429_with_retry_after(
+    settings: Settings, store: Store
+) -> None:
+    limited = settings.model_copy(update={"rate_limit_per_s": 0.5, "rate_limit_burst": 2})
+    app = create_app(limited, store=store)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            statuses = [
+                (await http.get("/v1/benches", headers=ALICE)).status_code for _ in range(3)
+            ]
+            assert statuses == [200, 200, 429]
+            refused = await http.get("/v1/benches", headers=ALICE)
+            assert_problem(refused, 429)
+            assert int(refused.headers["retry-after"]) >= 1
+            assert (await http.get("/v1/benches", headers=ADMIN)).status_code == 200
+            assert (await http.get("/healthz")).status_code == 200

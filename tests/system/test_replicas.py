@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -137,3 +138,49 @@ async def test_one_idempotency_key_across_two_processes_books_once(
         )
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["reservation_id"] for r in responses}) == 1
+
+
+async def test_runs_and_claims_across_two_processes_are_exact(api_replicas: list[str]) -> None:
+    """One execution per Idempotency-Key, and one claim per task, whichever process answers."""
+    ci, agent = auth("ci-token"), auth("agent1-token")
+    async with httpx.AsyncClient(timeout=60) as http:
+        created = await http.post(
+            f"{api_replicas[0]}/v1/benches",
+            json={"bench_id": "rig-1", "name": "rig 1", "type": "hil"},
+            headers=ADMIN,
+        )
+        assert created.status_code == 201, created.text
+        now = datetime.now(UTC)
+        booked = await http.post(
+            f"{api_replicas[1]}/v1/reservations",
+            json={
+                "bench_id": "rig-1",
+                "start": now.isoformat(),
+                "end": (now + timedelta(hours=1)).isoformat(),
+            },
+            headers=ci,
+        )
+        assert booked.status_code == 201, booked.text
+        body = {
+            "reservation_id": booked.json()["reservation_id"],
+            "commit_sha": "abcdef1",
+            "tasks": [{"type": "test", "params": {"n": n}} for n in range(5)],
+        }
+        key = {**ci, "Idempotency-Key": f"pipeline-{uuid.uuid4()}"}
+        runs = await asyncio.gather(
+            *(
+                http.post(f"{api_replicas[n % 2]}/v1/executions", json=body, headers=key)
+                for n in range(RACERS)
+            )
+        )
+        assert {r.status_code for r in runs} == {201}
+        assert len({r.json()["execution_id"] for r in runs}) == 1
+
+        claims = await asyncio.gather(
+            *(
+                http.post(f"{api_replicas[n % 2]}/v1/benches/rig-1/tasks/claim", headers=agent)
+                for n in range(20)
+            )
+        )
+        assert sorted(r.status_code for r in claims) == [200] * 5 + [204] * 15
+        assert len({r.json()["task_id"] for r in claims if r.status_code == 200}) == 5
