@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ def main() -> int:
         for script in sorted(HERE.glob("*.py")):
             if script.stem in ("run_all", "api_throughput", "__init__"):
                 continue
-            status |= subprocess.call([sys.executable, "-m", f"bench.{script.stem}"])
+            status |= subprocess.call(
+                [sys.executable, "-m", f"bench.{script.stem}"],
+                env={**os.environ, "ORCH_BENCH_DYNAMODB_ENDPOINT": endpoint},
+            )
     return status
 
 

@@ -211,7 +211,9 @@ class ExecutionService:
             create=store_new,
             load=self._store.executions.get,
         )
-        return stored, await self._store.executions.get_tasks(stored.task_ids), replayed
+        if not replayed:
+            return stored, tasks, False
+        return stored, await self._store.executions.get_tasks(stored.task_ids), True
 
     async def get(self, execution_id: str) -> tuple[Execution, list[Task]]:
         execution = await self._store.executions.get(execution_id)
