@@ -92,6 +92,23 @@ def _housekeeping(settings: Settings, once: bool) -> int:
     return 0
 
 
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from app.feed.cli import ExportOptions, run_export
+
+    return run_export(
+        settings,
+        ExportOptions(
+            sink=args.sink,
+            follow=args.follow,
+            batch=args.batch,
+            name=args.name,
+            poll_interval_s=args.poll_interval,
+            s3_endpoint_url=args.s3_endpoint_url,
+            metrics_port=args.metrics_port,
+        ),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("dev-tokens", help="make a development tokens file if none exists")
     chores = commands.add_parser("housekeeping", help="expire leases, time out runs, ...")
     chores.add_argument("--once", action="store_true", help="one pass, print what it did")
+    export = commands.add_parser("export", help="copy the change feed to a sink")
+    export.add_argument(
+        "--sink", required=True, help="file://DIR, s3://BUCKET/PREFIX or postgresql://..."
+    )
+    export.add_argument("--follow", action="store_true", help="keep exporting new changes")
+    export.add_argument("--batch", type=int, default=500, help="events per batch")
+    export.add_argument("--name", help="checkpoint name (default: the sink URL)")
+    export.add_argument("--poll-interval", type=float, default=1.0, help="seconds, --follow")
+    export.add_argument("--s3-endpoint-url", help="S3 endpoint of a local stack (moto)")
+    export.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics (lag, events) on 127.0.0.1"
+    )
     args = parser.parse_args(argv)
     overrides = {
         key: value
@@ -115,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         return _create_tables(settings)
     if args.command == "housekeeping":
         return _housekeeping(settings, args.once)
+    if args.command == "export":
+        return _export(settings, args)
     return _dev_tokens(settings)
 
 

@@ -8,7 +8,6 @@ repository in executions.py.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from botocore import xform_name
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from app.aws import local_credentials
 from app.benches.domain import Bench, Heartbeat
 from app.history.domain import HistoryEntry
 from app.idempotency import IdempotencyKeyTaken, IdempotencyRecord
@@ -174,7 +174,9 @@ class DynamoStore:
         """One session and one client for the process; ``wrap_client`` lets tests proxy it."""
         stack = AsyncExitStack()
         try:
-            session = aioboto3.Session(region_name=settings.aws_region, **_credentials(settings))
+            session = aioboto3.Session(
+                region_name=settings.aws_region, **local_credentials(settings.dynamodb_endpoint_url)
+            )
             client = await stack.enter_async_context(
                 session.client(
                     "dynamodb",
@@ -520,15 +522,6 @@ class DynamoHistoryRepository:
             items = entries[:limit]
             return Page(items=items, next_after=str(items[-1].version))
         return Page(items=entries, next_after=None)
-
-
-def _credentials(settings: Settings) -> dict[str, str]:
-    # A local endpoint (moto, DynamoDB Local) accepts any signature but botocore still
-    # needs keys to sign with; real credentials in the environment win.
-    has_credentials = "AWS_ACCESS_KEY_ID" in os.environ or "AWS_PROFILE" in os.environ
-    if settings.dynamodb_endpoint_url and not has_credentials:
-        return {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-    return {}
 
 
 def _matches(bench: Bench, query: BenchQuery) -> bool:

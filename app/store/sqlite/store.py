@@ -39,6 +39,7 @@ from app.store.base import (
     execution_page_key,
     reservation_page_key,
 )
+from app.store.sqlite.outbox import install_outbox
 from app.timeutil import from_iso, to_iso
 
 R = TypeVar("R")
@@ -183,6 +184,8 @@ class SqliteDatabase:
         await connection.execute("PRAGMA busy_timeout=30000")
         await connection.executescript(SCHEMA)
         await _add_missing_columns(connection)
+        # After every column change: the outbox triggers copy the live columns.
+        await install_outbox(connection)
         return cls(connection, history_retention)
 
     @asynccontextmanager
