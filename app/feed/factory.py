@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from app.aws import local_credentials
 from app.feed.checkpoints import CheckpointStore
@@ -61,3 +64,11 @@ async def _dynamodb_feed(settings: Settings) -> AsyncIterator[FeedSource]:
             DynamoStreamsFeed(dynamodb, streams, settings.table_prefix),
             DynamoCheckpoints(dynamodb, FEED_CHECKPOINTS.table_name(settings.table_prefix)),
         )
+
+
+async def ensure_local_bucket(client: Any, bucket: str) -> None:
+    """Local stacks only (like create-tables): make the archive bucket if it is missing."""
+    try:
+        await client.head_bucket(Bucket=bucket)
+    except ClientError:
+        await client.create_bucket(Bucket=bucket)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from app.aws import local_credentials
@@ -54,9 +54,11 @@ async def open_sink(
         session = aioboto3.Session(region_name=aws_region, **local_credentials(s3_endpoint_url))
         async with session.client("s3", endpoint_url=s3_endpoint_url) as client:
             if s3_endpoint_url is not None:
+                from app.feed.factory import ensure_local_bucket
+
                 # A local stack (moto, MinIO) starts empty; on AWS the bucket is
                 # infrastructure (infra/) and the exporter may not create buckets.
-                await _ensure_bucket(client, parts.netloc)
+                await ensure_local_bucket(client, parts.netloc)
             yield S3Sink(client, parts.netloc, parts.path)
         return
     if url.startswith(("postgresql://", "postgres://")):
@@ -69,12 +71,3 @@ async def open_sink(
             await sink.close()
         return
     raise ValueError(f"unknown sink {sink_label(url)!r}: use one of {', '.join(SINK_SCHEMES)}")
-
-
-async def _ensure_bucket(client: Any, bucket: str) -> None:
-    from botocore.exceptions import ClientError
-
-    try:
-        await client.head_bucket(Bucket=bucket)
-    except ClientError:
-        await client.create_bucket(Bucket=bucket)

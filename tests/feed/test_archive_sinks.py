@@ -171,3 +171,19 @@ async def test_the_exporter_reports_delivered_events_and_lag(
     assert all(lag >= 0 for _, lag in seen)
     assert seen[-1] == (0, 0.0)  # caught up
     assert len([events for events, _ in seen if events]) == stats.batches
+
+
+async def test_on_a_local_stack_the_archive_bucket_is_made_when_missing(
+    moto_endpoint: str, source: FeedSource, feed_store: Store, clock: ManualClock
+) -> None:
+    bucket = f"fresh-{uuid.uuid4().hex[:10]}"
+    await make_changes(feed_store, clock, "z")
+    async with open_sink(f"s3://{bucket}/changes", s3_endpoint_url=moto_endpoint) as sink:
+        stats = await Exporter(source.feed, source.checkpoints, sink, name=bucket).run()
+    assert stats.events > 0
+    session = aioboto3.Session(
+        aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
+    async with session.client("s3", endpoint_url=moto_endpoint) as s3:
+        listed = await s3.list_objects_v2(Bucket=bucket)
+    assert listed["KeyCount"] > 0
