@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,37 +13,39 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+_START_DEADLINE_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _listening_socket() -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    return listener
 
 
-def _wait_until_ready(url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"API process exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # polling a start-up, not waiting out a race
-    raise RuntimeError(f"API at {url} did not become ready in {deadline_s}s")
+def _wait_until_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    """One blocking request: it waits in the socket's backlog until uvicorn serves it."""
+    try:
+        response = httpx.get(f"{url}/readyz", timeout=_START_DEADLINE_S)
+    except httpx.TransportError as error:
+        raise RuntimeError(f"API at {url} did not start (exit {process.poll()})") from error
+    if response.status_code != 200:
+        raise RuntimeError(f"API at {url} is not ready: {response.text}")
 
 
 @contextmanager
 def running_api_processes(env: dict[str, str], count: int, log_dir: Path) -> Iterator[list[str]]:
-    """Start ``count`` uvicorn processes with ``env`` (ORCH_* settings); yield their URLs."""
+    """Start ``count`` uvicorn processes with ``env`` (ORCH_* settings); yield their URLs.
+
+    Each listening socket is bound here and handed over (uvicorn --fd): the ports are
+    known and held before the servers start, so nothing polls for them to come up.
+    """
     processes: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     try:
         for index in range(count):
-            port = free_port()
+            listener = _listening_socket()
+            port = listener.getsockname()[1]
             log = (log_dir / f"api-{index}.log").open("wb")
             processes.append(
                 subprocess.Popen(
@@ -53,21 +54,21 @@ def running_api_processes(env: dict[str, str], count: int, log_dir: Path) -> Ite
                         "-m",
                         "uvicorn",
                         "app.main:app",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
+                        "--fd",
+                        str(listener.fileno()),
                         "--no-access-log",
                     ],
                     cwd=REPO,
                     env={**os.environ, **env},
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    pass_fds=[listener.fileno()],
                 )
             )
+            listener.close()
             urls.append(f"http://127.0.0.1:{port}")
         for url, process in zip(urls, processes, strict=True):
-            _wait_until_ready(url, process, deadline_s=30)
+            _wait_until_ready(url, process)
         yield urls
     finally:
         for process in processes:
