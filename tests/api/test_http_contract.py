@@ -92,7 +92,9 @@ async def test_bad_path_id_and_limits_are_4xx(client: httpx.AsyncClient) -> None
     assert_problem(await client.get("/v1/benches?limit=501", headers=ALICE), 422)
     assert_problem(await client.get("/v1/benches?status=sleepy", headers=ALICE), 422)
     assert_problem(await client.get("/v1/unknown", headers=ALICE), 404)
-    assert_problem(await client.put("/v1/benches/rig-1", json={}, headers=ADMIN), 405)
+    not_allowed = await client.put("/v1/benches/rig-1", json={}, headers=ADMIN)
+    assert_problem(not_allowed, 405)
+    assert not_allowed.headers["allow"] == "DELETE, GET, PATCH"
 
 
 async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
