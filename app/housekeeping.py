@@ -34,6 +34,7 @@ class HousekeepingReport:
     executions_timed_out: int = 0
     reservations_completed: int = 0
     liveness_changes_recorded: int = 0
+    expired_records_purged: int = 0
 
 
 class Housekeeper:
@@ -53,6 +54,7 @@ class Housekeeper:
             executions_timed_out=await self._time_out_executions(actor),
             reservations_completed=await self._complete_reservations(actor),
             liveness_changes_recorded=await self._record_liveness(actor),
+            expired_records_purged=await self._store.purge_expired(self._clock.now()),
         )
 
     async def _complete_reservations(self, actor: Actor) -> int:

@@ -249,4 +249,8 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve requests."""
 
+    async def purge_expired(self, now: datetime) -> int:
+        """Delete history entries and change events past their retention; how many went.
+        A store whose database expires items itself (DynamoDB TTL) deletes nothing here."""
+
     async def close(self) -> None: ...

@@ -39,7 +39,7 @@ from app.store.base import (
     execution_page_key,
     reservation_page_key,
 )
-from app.store.sqlite.outbox import install_outbox
+from app.store.sqlite.outbox import OUTBOX_TABLE, install_outbox
 from app.timeutil import from_iso, to_iso
 
 R = TypeVar("R")
@@ -899,6 +899,22 @@ class SqliteStore:
                 await connection.execute_fetchall("SELECT 1")
         except (sqlite3.Error, ValueError) as error:
             raise StoreUnavailable(str(error)) from error
+
+    async def purge_expired(self, now: datetime) -> int:
+        """History past its expiry, and outbox events older than the same retention."""
+        retention = self._db.history_retention
+        if retention is None:
+            return 0
+        async with self._db.write() as connection:
+            history = await connection.execute(
+                "DELETE FROM history WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (to_iso(now),),
+            )
+            events = await connection.execute(
+                f"DELETE FROM {OUTBOX_TABLE} WHERE at <= ?",
+                (to_iso(now - retention),),
+            )
+            return history.rowcount + events.rowcount
 
     async def close(self) -> None:
         await self._db.close()
