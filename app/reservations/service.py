@@ -233,8 +233,8 @@ class ReservationService:
         load: dict[str, float] = {}
         for bench in benches:
             busy = 0.0
-            async for slot in self._holding(bench.bench_id, around):
-                overlap = min(slot.end, around.end) - max(slot.start, around.start)
+            async for taken in self._holding(bench.bench_id, around):
+                overlap = min(taken.end, around.end) - max(taken.start, around.start)
                 busy += overlap.total_seconds()
             load[bench.bench_id] = busy
         shuffled = random.sample(benches, len(benches))
