@@ -208,6 +208,34 @@ async def claim_task(bench_id: BenchIdPath, service: ServiceDep, actor: ActorDep
     return resource_response(TaskOut.of(task), task.version)
 
 
+@router.get("/v1/tasks/{task_id}", response_model=TaskOut, operation_id="get_task", tags=["tasks"])
+async def get_task(
+    task_id: IdPath,
+    service: ServiceDep,
+    _: PrincipalDep,
+    if_none_match: IfNoneMatchHeader = None,
+) -> Response:
+    task = await service.get_task(task_id)
+    return conditional_get(TaskOut.of(task), task.version, if_none_match)
+
+
+@router.get(
+    "/v1/tasks/{task_id}/history",
+    response_model=PageOut[HistoryEntryOut],
+    operation_id="list_task_history",
+    tags=["tasks"],
+)
+async def list_task_history(
+    task_id: IdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+) -> PageOut[HistoryEntryOut]:
+    """Claims, lease extensions, completions, failures and expiries, with who and when."""
+    return await history_page(
+        pager,
+        f"task-history:{task_id}",
+        lambda limit, after: service.task_history(task_id, limit, after),
+    )
+
+
 @router.post(
     "/v1/tasks/{task_id}/heartbeat",
     response_model=TaskOut,

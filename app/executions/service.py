@@ -439,6 +439,13 @@ class ExecutionService:
         result: Task = await _retrying(attempt, "the task")
         return result
 
+    async def get_task(self, task_id: str) -> Task:
+        return await self._task(task_id)
+
+    async def task_history(self, task_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
+        await self._task(task_id)
+        return await self._store.history.find(TASK, task_id, limit, after)
+
     async def _task(self, task_id: str) -> Task:
         task = await self._store.executions.get_task(task_id)
         if task is None:

@@ -102,6 +102,16 @@ async def test_full_lifecycle_to_passed(client: httpx.AsyncClient, clock: Manual
     assert history[2]["changes"]["status"] == {"from": "running", "to": "passed"}
     listed = await client.get(f"/v1/reservations/{reservation_id}/executions", headers=ALICE)
     assert [e["execution_id"] for e in listed.json()["items"]] == [run["execution_id"]]
+    one = await client.get(f"/v1/tasks/{task['task_id']}", headers=ALICE)
+    assert (one.json()["status"], one.headers["etag"]) == ("succeeded", '"4"')
+    task_history = (await client.get(f"/v1/tasks/{task['task_id']}/history", headers=ALICE)).json()
+    assert [(e["version"], e["action"], e["actor"]) for e in task_history["items"]] == [
+        (1, "created", "ci-bot"),
+        (2, "claimed", "agent-rig-1"),
+        (3, "lease_extended", "agent-rig-1"),
+        (4, "completed", "agent-rig-1"),
+    ]
+    assert_problem(await client.get("/v1/tasks/nope", headers=ALICE), 404)
 
 
 async def test_creation_rules(client: httpx.AsyncClient, clock: ManualClock) -> None:
