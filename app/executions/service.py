@@ -366,8 +366,11 @@ class ExecutionService:
             after: str | None = None
             while True:
                 page = await self._store.executions.find(
-                    ExecutionQuery(reservation_id=reservation.reservation_id), 100, after
+                    ExecutionQuery(reservation_id=reservation.reservation_id, open_only=True),
+                    100,
+                    after,
                 )
+                # The open index may lag a verdict by a moment: skip what has finished.
                 runnable += [e for e in page.items if not e.status.is_terminal]
                 if page.next_after is None:
                     break

@@ -182,6 +182,8 @@ class ExecutionQuery:
     reservation_id: str | None = None
     bench_id: str | None = None
     status: ExecutionStatus | None = None
+    # Only queued or running executions (with reservation_id: an index of its own).
+    open_only: bool = False
 
 
 class ExecutionRepository(Protocol):

@@ -1046,16 +1046,29 @@ async def test_execution_and_task_tables_are_laid_out_as_specified(raw_client: A
     assert sorted(executions["AttributeDefinitions"], key=str) == sorted(
         (
             {"AttributeName": name, "AttributeType": "S"}
-            for name in ("execution_id", "reservation_id", "bench_id", "status", "created_key")
+            for name in (
+                "execution_id",
+                "reservation_id",
+                "bench_id",
+                "status",
+                "created_key",
+                "open_reservation_id",
+            )
         ),
         key=str,
     )
     indexes = {index["IndexName"]: index for index in executions["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"reservation_idx", "bench_executions_idx", "execution_status_idx"}
+    assert set(indexes) == {
+        "reservation_idx",
+        "bench_executions_idx",
+        "execution_status_idx",
+        "open_executions_idx",
+    }
     for name, partition in (
         ("reservation_idx", "reservation_id"),
         ("bench_executions_idx", "bench_id"),
         ("execution_status_idx", "status"),
+        ("open_executions_idx", "open_reservation_id"),
     ):
         assert indexes[name]["KeySchema"] == [
             {"AttributeName": partition, "KeyType": "HASH"},

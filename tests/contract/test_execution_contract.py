@@ -244,3 +244,36 @@ async def test_racing_claims_of_one_task_have_one_winner(store: Store) -> None:
     assert outcomes.count(True) == 1
     stored = await store.executions.get_task(tasks[0].task_id)
     assert stored is not None and stored.lease_holder == f"agent-{outcomes.index(True)}"
+
+
+async def test_open_only_finds_the_unfinished_runs_of_a_reservation(store: Store) -> None:
+    runs = [make_run("res-1", tasks=1, minutes=n) for n in range(4)]
+    for run in runs:
+        await store_run(store, run)
+    running = transition(runs[1][0], ExecutionStatus.RUNNING, START)
+    await store.executions.apply([Write(runs[1][0], running)], [], [])
+    passed = transition(running, ExecutionStatus.PASSED, START)
+    cancelled = transition(runs[2][0], ExecutionStatus.CANCELLED, START)
+    await store.executions.apply([Write(running, passed), Write(runs[2][0], cancelled)], [], [])
+    await store_run(store, make_run("res-2", tasks=1, minutes=9))
+
+    page = await store.executions.find(
+        ExecutionQuery(reservation_id="res-1", open_only=True), 50, None
+    )
+    assert [e.execution_id for e in page.items] == [
+        runs[0][0].execution_id,
+        runs[3][0].execution_id,
+    ]
+    reopened = await store.executions.find(
+        ExecutionQuery(reservation_id="res-1", open_only=True), 1, None
+    )
+    assert reopened.next_after is not None
+    rest = await store.executions.find(
+        ExecutionQuery(reservation_id="res-1", open_only=True), 1, reopened.next_after
+    )
+    assert [e.execution_id for e in rest.items] == [runs[3][0].execution_id]
+    by_bench = await store.executions.find(
+        ExecutionQuery(bench_id="rig-1", open_only=True), 50, None
+    )
+    assert {e.reservation_id for e in by_bench.items} == {"res-1", "res-2"}
+    assert all(not e.status.is_terminal for e in by_bench.items)

@@ -26,6 +26,7 @@ from app.store.dynamodb.tables import (
     CAPABILITY_SK_PREFIX,
     CREATED_KEY,
     LEASED_PK,
+    OPEN_RESERVATION_ID,
     OPEN_RESERVATION_PK,
 )
 from app.timeutil import from_iso, to_iso
@@ -322,6 +323,8 @@ def encode_execution(execution: Execution) -> Item:
         item["started_at"] = s(to_iso(execution.started_at))
     if execution.finished_at is not None:
         item["finished_at"] = s(to_iso(execution.finished_at))
+    if not execution.status.is_terminal:
+        item[OPEN_RESERVATION_ID] = s(execution.reservation_id)
     return item
 
 

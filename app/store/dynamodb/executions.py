@@ -69,6 +69,8 @@ from app.store.dynamodb.tables import (
     EXECUTION_STATUS_INDEX,
     LEASE_INDEX,
     LEASED_PK,
+    OPEN_EXECUTIONS_INDEX,
+    OPEN_RESERVATION_ID,
     RESERVATION_EXECUTIONS_INDEX,
 )
 from app.timeutil import to_iso
@@ -208,9 +210,9 @@ class DynamoExecutionRepository:
         filters: dict[str, str] = {}
         if query.reservation_id is not None:
             index, partition, value = (
-                RESERVATION_EXECUTIONS_INDEX,
-                "reservation_id",
-                query.reservation_id,
+                (OPEN_EXECUTIONS_INDEX, OPEN_RESERVATION_ID, query.reservation_id)
+                if query.open_only
+                else (RESERVATION_EXECUTIONS_INDEX, "reservation_id", query.reservation_id)
             )
             if query.bench_id is not None:
                 filters["bench_id"] = query.bench_id
@@ -233,6 +235,9 @@ class DynamoExecutionRepository:
             names[f"#f{number}"] = name
             values[f":f{number}"] = s(wanted)
             conditions.append(f"#f{number} = :f{number}")
+        if query.open_only and index != OPEN_EXECUTIONS_INDEX:
+            names["#open"] = OPEN_RESERVATION_ID
+            conditions.append("attribute_exists(#open)")
         params: dict[str, Any] = {
             "TableName": self._executions,
             "IndexName": index,

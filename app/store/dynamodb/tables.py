@@ -203,6 +203,10 @@ IDEMPOTENCY = TableSpec(
 RESERVATION_EXECUTIONS_INDEX = "reservation_idx"
 BENCH_EXECUTIONS_INDEX = "bench_executions_idx"
 EXECUTION_STATUS_INDEX = "execution_status_idx"
+# Sparse: only a queued or running execution carries ``open_reservation_id``, so an agent's
+# claim reads the unfinished runs of its reservation, not every run it ever had.
+OPEN_EXECUTIONS_INDEX = "open_executions_idx"
+OPEN_RESERVATION_ID = "open_reservation_id"
 CREATED_KEY = "created_key"
 
 EXECUTIONS = TableSpec(
@@ -219,6 +223,7 @@ EXECUTIONS = TableSpec(
             (RESERVATION_EXECUTIONS_INDEX, "reservation_id"),
             (BENCH_EXECUTIONS_INDEX, "bench_id"),
             (EXECUTION_STATUS_INDEX, "status"),
+            (OPEN_EXECUTIONS_INDEX, OPEN_RESERVATION_ID),
         )
     ),
 )

@@ -810,6 +810,9 @@ class SqliteExecutionRepository:
                 params.append(value)
         if not clauses:
             raise ValueError("an execution query needs reservation_id, bench_id or status")
+        if query.open_only:
+            clauses.append("status IN (?, ?)")
+            params += [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
         return await _EXECUTIONS.page(
             self._db,
             clauses,
