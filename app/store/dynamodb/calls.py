@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
+from app.idempotency import IdempotencyKeyTaken
 from app.store.base import StoreError, StoreUnavailable
-from app.store.dynamodb.codec import Action, Item
+from app.store.dynamodb.codec import Action, Item, decode_record
 
 CONDITION_FAILED = "ConditionalCheckFailed"
 # Another transaction held one of our items; nothing is wrong with the request itself.
@@ -28,6 +30,9 @@ BATCH_GET_MAX = 100
 # store cannot serve now.
 UNPROCESSED_ATTEMPTS = 5
 UNPROCESSED_BACKOFF_S = 0.05
+
+
+T = TypeVar("T")
 
 
 class Call(Protocol):
@@ -79,6 +84,25 @@ def old_item(reasons: Reasons, index: int) -> Item | None:
         return None
     item: Item | None = reasons[index].get("Item") or None
     return item
+
+
+def key_taken(reasons: Reasons, index: int) -> IdempotencyKeyTaken | None:
+    """The error to raise when action ``index``, an idempotency key item, was in use.
+
+    Callers check it before any other failed condition, as the SQLite adapter claims the
+    key first: a retried create with the same key must replay, not report a conflict.
+    """
+    stored = old_item(reasons, index)
+    if failed(reasons, index) and stored is not None:
+        return IdempotencyKeyTaken(decode_record(stored))
+    return None
+
+
+async def get_one(call: Call, table: str, key: Item, decode: Callable[[Item], T]) -> T | None:
+    """One item by key, strongly consistent; None when there is none."""
+    response = await call("GetItem", TableName=table, Key=key, ConsistentRead=True)
+    item = response.get("Item")
+    return None if item is None else decode(item)
 
 
 def error_code(error: ClientError) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from app.executions.domain import Execution, Task, TaskStatus
 from app.history.domain import HistoryEntry
-from app.idempotency import IdempotencyKeyTaken, IdempotencyRecord
+from app.idempotency import IdempotencyRecord
 from app.store.base import (
     AlreadyExists,
     ExecutionQuery,
@@ -44,6 +44,8 @@ from app.store.dynamodb.calls import (
     batch_get,
     cancelled,
     failed,
+    get_one,
+    key_taken,
     old_item,
     reason_code,
     transact,
@@ -53,7 +55,6 @@ from app.store.dynamodb.codec import (
     HistoryTable,
     Item,
     decode_execution,
-    decode_record,
     decode_task,
     encode_execution,
     encode_task,
@@ -159,13 +160,8 @@ class DynamoExecutionRepository:
             reasons = await transact(self._call, actions)
             if reasons is None:
                 return
-            # The key first, as the SQLite adapter claims it first: a retried create with
-            # the same key must replay, not report the execution it created as existing.
-            if idempotency is not None:
-                key_index = len(actions) - 1
-                stored = old_item(reasons, key_index)
-                if failed(reasons, key_index) and stored is not None:
-                    raise IdempotencyKeyTaken(decode_record(stored))
+            if idempotency is not None and (taken := key_taken(reasons, len(actions) - 1)):
+                raise taken
             for index, failure in enumerate(failures):
                 if failed(reasons, index):
                     if failure is None:
@@ -182,21 +178,12 @@ class DynamoExecutionRepository:
     # --- reads ---------------------------------------------------------------------------
 
     async def get(self, execution_id: str) -> Execution | None:
-        response = await self._call(
-            "GetItem",
-            TableName=self._executions,
-            Key=execution_key(execution_id),
-            ConsistentRead=True,
+        return await get_one(
+            self._call, self._executions, execution_key(execution_id), decode_execution
         )
-        item = response.get("Item")
-        return None if item is None else decode_execution(item)
 
     async def get_task(self, task_id: str) -> Task | None:
-        response = await self._call(
-            "GetItem", TableName=self._tasks, Key=task_key(task_id), ConsistentRead=True
-        )
-        item = response.get("Item")
-        return None if item is None else decode_task(item)
+        return await get_one(self._call, self._tasks, task_key(task_id), decode_task)
 
     async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
         found = await self._read_tasks(task_ids)

@@ -48,6 +48,8 @@ from app.store.dynamodb.calls import (
     batch_get,
     cancelled,
     failed,
+    get_one,
+    key_taken,
     old_item,
     reason_code,
     transact,
@@ -204,10 +206,8 @@ class DynamoReservationRepository:
             reasons = await transact(self._call, actions)
             if reasons is None:
                 return
-            if idempotency is not None:
-                stored = old_item(reasons, len(actions) - 1)
-                if failed(reasons, len(actions) - 1) and stored is not None:
-                    raise IdempotencyKeyTaken(decode_record(stored))
+            if idempotency is not None and (in_use := key_taken(reasons, len(actions) - 1)):
+                raise in_use
             if failed(reasons, 0):
                 stored = old_item(reasons, 0)
                 raise BenchNotBookable(None if stored is None else decode_bench(stored))
@@ -220,14 +220,9 @@ class DynamoReservationRepository:
         )
 
     async def get(self, reservation_id: str) -> Reservation | None:
-        response = await self._call(
-            "GetItem",
-            TableName=self._table,
-            Key=reservation_key(reservation_id),
-            ConsistentRead=True,
+        return await get_one(
+            self._call, self._table, reservation_key(reservation_id), decode_reservation
         )
-        item = response.get("Item")
-        return None if item is None else decode_reservation(item)
 
     async def update(self, current: Reservation, updated: Reservation, entry: HistoryEntry) -> None:
         reservation_id = current.reservation_id
@@ -502,20 +497,14 @@ async def _find_ended(call: Call, table: str, before: datetime, limit: int) -> l
         },
         Limit=limit,
     )
-    ids = [item["reservation_id"]["S"] for item in response["Items"]]
-    found: list[Reservation] = []
-    for reservation_id in ids:
-        stored = await call(
-            "GetItem", TableName=table, Key=reservation_key(reservation_id), ConsistentRead=True
-        )
-        item = stored.get("Item")
-        if item is None:
-            continue
-        reservation = decode_reservation(item)
-        # The index lags the table: keep only what is still booked and over.
-        if reservation.state is ReservationState.BOOKED and reservation.end <= before:
-            found.append(reservation)
-    return found
+    keys = [reservation_key(item["reservation_id"]["S"]) for item in response["Items"]]
+    if not keys:
+        return []
+    stored = (await batch_get(call, {table: keys}))[table]
+    current = [decode_reservation(item) for item in stored]
+    # The index lags the table: keep only what is still booked and over.
+    ended = [r for r in current if r.state is ReservationState.BOOKED and r.end <= before]
+    return sorted(ended, key=lambda r: (r.end, r.reservation_id))
 
 
 class DynamoIdempotencyRepository:
@@ -525,8 +514,4 @@ class DynamoIdempotencyRepository:
 
     async def get(self, key: str) -> IdempotencyRecord | None:
         # Expired records come back as they are: TTL deletes late, and the caller compares.
-        response = await self._call(
-            "GetItem", TableName=self._table, Key=idempotency_key(key), ConsistentRead=True
-        )
-        item = response.get("Item")
-        return None if item is None else decode_record(item)
+        return await get_one(self._call, self._table, idempotency_key(key), decode_record)

@@ -22,7 +22,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from app.aws import local_credentials
 from app.benches.domain import Bench, Heartbeat
 from app.history.domain import HistoryEntry
-from app.idempotency import IdempotencyKeyTaken, IdempotencyRecord
+from app.idempotency import IdempotencyRecord
 from app.settings import Settings
 from app.store.base import (
     AlreadyExists,
@@ -39,6 +39,8 @@ from app.store.dynamodb.calls import (
     cancelled,
     error_code,
     failed,
+    get_one,
+    key_taken,
     old_item,
     transact,
 )
@@ -50,7 +52,6 @@ from app.store.dynamodb.codec import (
     capability_key,
     decode_bench,
     decode_history,
-    decode_record,
     encode_bench,
     encode_labels,
     entity,
@@ -272,22 +273,14 @@ class DynamoBenchRepository:
         reasons = await transact(self._call, actions)
         if reasons is None:
             return
-        # The key first, as the SQLite adapter does: a retried create with the same key
-        # also finds its bench id taken, and must replay rather than report a conflict.
-        if idempotency is not None:
-            stored = old_item(reasons, len(actions) - 1)
-            if failed(reasons, len(actions) - 1) and stored is not None:
-                raise IdempotencyKeyTaken(decode_record(stored))
+        if idempotency is not None and (taken := key_taken(reasons, len(actions) - 1)):
+            raise taken
         if failed(reasons, 0):
             raise AlreadyExists(bench.bench_id)
         raise cancelled(reasons)
 
     async def get(self, bench_id: str) -> Bench | None:
-        response = await self._call(
-            "GetItem", TableName=self._table, Key=bench_key(bench_id), ConsistentRead=True
-        )
-        item = response.get("Item")
-        return None if item is None else decode_bench(item)
+        return await get_one(self._call, self._table, bench_key(bench_id), decode_bench)
 
     async def update(self, current: Bench, bench: Bench, entry: HistoryEntry) -> None:
         # The guard items to add and delete follow from the capabilities of the version
