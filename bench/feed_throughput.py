@@ -34,8 +34,9 @@ from app.feed.events import ChangeEvent
 from app.feed.exporter import Exporter
 from app.feed.sqlite_outbox import SqliteOutboxFeed
 from app.history.domain import HistoryEntry
+from app.store.sqlite.database import SqliteDatabase
 from app.store.sqlite.outbox import FEED_TABLES
-from app.store.sqlite.store import SqliteDatabase, SqliteStore
+from app.store.sqlite.store import SqliteStore
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -16,8 +16,8 @@ import aiosqlite
 from botocore.exceptions import ClientError
 
 from app.store.dynamodb.tables import DynamoClient
+from app.store.sqlite.database import SqliteDatabase
 from app.store.sqlite.outbox import CHECKPOINTS_TABLE
-from app.store.sqlite.store import SqliteDatabase
 from app.timeutil import to_iso
 
 

@@ -31,7 +31,7 @@ async def open_feed(settings: Settings) -> AsyncIterator[FeedSource]:
         return
     from app.feed.checkpoints import SqliteCheckpoints
     from app.feed.sqlite_outbox import SqliteOutboxFeed
-    from app.store.sqlite.store import SqliteDatabase
+    from app.store.sqlite.database import SqliteDatabase
 
     if settings.sqlite_path == ":memory:":
         # Another connection to ":memory:" is another, empty database.

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from app.feed.events import KINDS, ChangeEvent, FeedBatch
+from app.store.sqlite.database import SqliteDatabase
 from app.store.sqlite.outbox import OUTBOX_TABLE
-from app.store.sqlite.store import SqliteDatabase
 from app.timeutil import from_iso
 
 

@@ -15,7 +15,6 @@ from typing import Generic, Protocol, TypeVar
 from app.benches.domain import Bench, Heartbeat
 from app.executions.domain import Execution, ExecutionStatus, Task
 from app.history.domain import HistoryEntry
-from app.idempotency import IdempotencyRecord
 from app.reservations.domain import BookedSlot, Reservation
 from app.timeutil import to_iso
 
@@ -44,6 +43,25 @@ class VersionMismatch(StoreError, Generic[T]):
 
 class StoreUnavailable(StoreError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """A create's Idempotency-Key, stored in the same transaction as what it created."""
+
+    key: str  # "<caller subject>\n<operation>\n<client key>"
+    fingerprint: str  # of the request body: the same key with another body is refused
+    resource_id: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class IdempotencyKeyTaken(StoreError):
+    """A create's key record already exists (and is not expired)."""
+
+    def __init__(self, record: IdempotencyRecord) -> None:
+        super().__init__(record.key)
+        self.record = record
 
 
 class WindowTaken(StoreError):
@@ -226,9 +244,10 @@ class IdempotencyRepository(Protocol):
 
 class HistoryRepository(Protocol):
     async def find(
-        self, entity_type: str, entity_id: str, limit: int, after: int | None
+        self, entity_type: str, entity_id: str, limit: int, after: int | None, *, now: datetime
     ) -> Page[HistoryEntry]:
-        """Entries oldest first; ``after`` is the last version already seen."""
+        """Entries oldest first; ``after`` is the last version already seen. Entries past
+        their retention at ``now`` are left out (a store may delete them later)."""
 
 
 class Store(Protocol):

@@ -1,17 +1,16 @@
 """Requests every repository makes the same way: transactions, their cancellation reasons,
-and batched consistent reads."""
+batched consistent reads, and paged Query listings."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
-from app.idempotency import IdempotencyKeyTaken
-from app.store.base import StoreError, StoreUnavailable
+from app.store.base import IdempotencyKeyTaken, Page, StoreError, StoreUnavailable
 from app.store.dynamodb.codec import Action, Item, decode_record
 
 CONDITION_FAILED = "ConditionalCheckFailed"
@@ -30,6 +29,8 @@ BATCH_GET_MAX = 100
 # store cannot serve now.
 UNPROCESSED_ATTEMPTS = 5
 UNPROCESSED_BACKOFF_S = 0.05
+# With a filter, DynamoDB's Limit counts items read, not items kept: read wider pages.
+FILTERED_PAGE = 100
 
 
 T = TypeVar("T")
@@ -133,3 +134,55 @@ async def batch_get(call: Call, keys: dict[str, list[Item]]) -> dict[str, list[I
         else:
             raise StoreUnavailable("DynamoDB BatchGetItem: keys left unprocessed")
     return found
+
+
+# Decodes one Query page's items and keeps those that belong in the listing; it may be a
+# coroutine when deciding takes another read (a consistent batch get of the candidates).
+Keep = Callable[[list[Item]], list[T] | Awaitable[list[T]]]
+
+
+async def query_until(
+    call: Call,
+    params: Mapping[str, Any],
+    want: int,
+    keep: Keep[T],
+    *,
+    filtered: bool = False,
+    most: int | None = None,
+    start: Item | None = None,
+) -> list[T]:
+    """Query from ``start`` until ``want`` items are kept or the results end; at most ``want``.
+
+    Each page asks for as many items as are still wanted, at least FILTERED_PAGE when
+    ``filtered``, and at most ``most`` when given; ``params`` holds the rest of the request.
+    """
+    found: list[T] = []
+    while len(found) < want:
+        needed = want - len(found)
+        size = max(needed, FILTERED_PAGE) if filtered else needed
+        page = {**params, "Limit": size if most is None else min(size, most)}
+        if start is not None:
+            page["ExclusiveStartKey"] = start
+        response = await call("Query", **page)
+        kept = keep(response["Items"])
+        found += await kept if isinstance(kept, Awaitable) else kept
+        start = response.get("LastEvaluatedKey")
+        if start is None:
+            break
+    return found[:want]
+
+
+def one_more_than(limit: int) -> int:
+    """How many items a page of ``limit`` reads: one more, whose presence decides next_after,
+    so the last page says so instead of pointing at an empty one."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    return limit + 1
+
+
+def page_of(found: list[T], limit: int, page_key: Callable[[T], str]) -> Page[T]:
+    """A page of ``limit`` out of up to ``one_more_than(limit)`` items found."""
+    if len(found) > limit:
+        items = found[:limit]
+        return Page(items=items, next_after=page_key(items[-1]))
+    return Page(items=found, next_after=None)

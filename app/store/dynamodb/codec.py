@@ -17,9 +17,8 @@ from typing import Any
 from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
 from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.history.domain import HistoryEntry
-from app.idempotency import IdempotencyRecord
 from app.reservations.domain import BookedSlot, Reservation, ReservationState, Window
-from app.store.base import execution_page_key
+from app.store.base import IdempotencyRecord, execution_page_key
 from app.store.dynamodb.tables import (
     BENCH_LIST_PK,
     BENCH_SK,

@@ -23,10 +23,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from app.executions.domain import Execution, Task, TaskStatus
 from app.history.domain import HistoryEntry
-from app.idempotency import IdempotencyRecord
 from app.store.base import (
     AlreadyExists,
     ExecutionQuery,
+    IdempotencyRecord,
     ItemNotFound,
     Page,
     StoreError,
@@ -47,6 +47,9 @@ from app.store.dynamodb.calls import (
     get_one,
     key_taken,
     old_item,
+    one_more_than,
+    page_of,
+    query_until,
     reason_code,
     transact,
 )
@@ -84,8 +87,6 @@ class _Versioned(Protocol):
 
 V = TypeVar("V", bound=_Versioned)
 
-# With a filter, DynamoDB's Limit counts items read, not items kept: read wider pages.
-_FILTERED_PAGE = 100
 # A TransactionConflict means another transaction held one of our items at that moment.
 # Nothing was written, so sending the same change set again is safe: if the other one
 # changed our item, the resend fails its condition and reports VersionMismatch.
@@ -190,8 +191,7 @@ class DynamoExecutionRepository:
         return [found[task_id] for task_id in task_ids if task_id in found]
 
     async def find(self, query: ExecutionQuery, limit: int, after: str | None) -> Page[Execution]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+        want = one_more_than(limit)
         status = None if query.status is None else query.status.value
         # The most selective index holds the partition; the other filters ride along.
         filters: dict[str, str] = {}
@@ -248,54 +248,41 @@ class DynamoExecutionRepository:
                 CREATED_KEY: s(after),
             }
 
-        # One more than a page: whether it exists decides next_after.
-        want = limit + 1
-        found: list[Execution] = []
-        while len(found) < want:
-            needed = want - len(found)
-            page = {**params, "Limit": max(needed, _FILTERED_PAGE) if conditions else needed}
-            if start is not None:
-                page["ExclusiveStartKey"] = start
-            response = await self._call("Query", **page)
-            found += [decode_execution(item) for item in response["Items"]]
-            start = response.get("LastEvaluatedKey")
-            if start is None:
-                break
-        if len(found) > limit:
-            items = found[:limit]
-            return Page(items=items, next_after=execution_page_key(items[-1]))
-        return Page(items=found, next_after=None)
+        found = await query_until(
+            self._call,
+            params,
+            want,
+            lambda items: [decode_execution(item) for item in items],
+            filtered=bool(conditions),
+            start=start,
+        )
+        return page_of(found, limit, execution_page_key)
 
     async def find_expired_leases(self, now: datetime, limit: int) -> list[Task]:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        expired: list[Task] = []
-        start: Item | None = None
-        while len(expired) < limit:
-            page: dict[str, Any] = {
-                "TableName": self._tasks,
-                "IndexName": LEASE_INDEX,
-                "KeyConditionExpression": "lease_pk = :leased AND lease_expires_at <= :now",
-                "ExpressionAttributeValues": {":leased": s(LEASED_PK), ":now": s(to_iso(now))},
-                "ScanIndexForward": True,
-                "Limit": limit - len(expired),
-            }
-            if start is not None:
-                page["ExclusiveStartKey"] = start
-            response = await self._call("Query", **page)
-            candidates = [item["task_id"]["S"] for item in response["Items"]]
+        params: dict[str, Any] = {
+            "TableName": self._tasks,
+            "IndexName": LEASE_INDEX,
+            "KeyConditionExpression": "lease_pk = :leased AND lease_expires_at <= :now",
+            "ExpressionAttributeValues": {":leased": s(LEASED_PK), ":now": s(to_iso(now))},
+            "ScanIndexForward": True,
+        }
+
+        async def keep(items: list[Item]) -> list[Task]:
+            candidates = [item["task_id"]["S"] for item in items]
             # The index lags: a task completed or extended a moment ago may still be listed
             # with its old lease. The table, read consistently, decides.
             current = await self._read_tasks(candidates)
-            for task_id in candidates:
-                task = current.get(task_id)
-                if task is not None and _lease_ended(task, now):
-                    expired.append(task)
-            start = response.get("LastEvaluatedKey")
-            if start is None:
-                break
+            return [
+                task
+                for task_id in candidates
+                if (task := current.get(task_id)) is not None and _lease_ended(task, now)
+            ]
+
+        expired = await query_until(self._call, params, limit, keep)
         expired.sort(key=lambda task: (task.lease_expires_at, task.task_id))
-        return expired[:limit]
+        return expired
 
     async def _read_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
         # BatchGetItem refuses a key named twice in one request.

@@ -1,4 +1,4 @@
-"""Reservations and idempotency keys on DynamoDB.
+"""Reservations on DynamoDB.
 
 A condition only sees the item it names, and the reservation indexes lag the table, so
 neither can tell whether a window is free. The BenchCalendar guard items can: one item
@@ -14,16 +14,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from app.benches.domain import AdminState, Bench
+from app.benches.domain import AdminState
 from app.history.domain import HistoryEntry
-from app.idempotency import IdempotencyKeyTaken, IdempotencyRecord
 from app.reservations.domain import (
     LONGEST_WINDOW,
-    BookedSlot,
     Reservation,
     ReservationState,
     conflicts,
@@ -31,6 +28,8 @@ from app.reservations.domain import (
 from app.store.base import (
     AlreadyExists,
     BenchNotBookable,
+    IdempotencyKeyTaken,
+    IdempotencyRecord,
     ItemNotFound,
     Page,
     ReservationQuery,
@@ -40,18 +39,18 @@ from app.store.base import (
     parse_reservation_page_key,
     reservation_page_key,
 )
+from app.store.dynamodb.calendar import Day, Snapshot, decode_day, lost_race, ordered, write_day
 from app.store.dynamodb.calls import (
-    CONDITION_FAILED,
-    TRANSACTION_CONFLICT,
     Call,
-    Reasons,
     batch_get,
     cancelled,
     failed,
     get_one,
     key_taken,
     old_item,
-    reason_code,
+    one_more_than,
+    page_of,
+    query_until,
     transact,
 )
 from app.store.dynamodb.codec import (
@@ -63,9 +62,7 @@ from app.store.dynamodb.codec import (
     decode_bench,
     decode_record,
     decode_reservation,
-    decode_slot,
     encode_reservation,
-    encode_slot,
     idempotency_key,
     n,
     put_record,
@@ -86,44 +83,6 @@ _ATTEMPTS = 10
 # Full-jitter backoff between rounds: spreads racers apart instead of re-colliding.
 _BACKOFF_BASE_S = 0.005
 _BACKOFF_CAP_S = 0.2
-# With a filter, DynamoDB's Limit counts items read, not items kept: read wider pages.
-_FILTERED_PAGE = 100
-
-
-@dataclass(slots=True)
-class _Day:
-    """One calendar bucket as read; ``version`` None when it has no item yet."""
-
-    day: date
-    version: int | None = None
-    slots: list[BookedSlot] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Snapshot:
-    days: dict[date, _Day]
-    bench: Bench | None = None
-    record: IdempotencyRecord | None = None
-    reservation: Reservation | None = None
-
-    def slots(self, days: Iterable[date]) -> list[BookedSlot]:
-        # A window spanning several days sits in each of their buckets: count it once.
-        unique: dict[str, BookedSlot] = {}
-        for day in days:
-            for slot in self.days[day].slots:
-                unique.setdefault(slot.reservation_id, slot)
-        return list(unique.values())
-
-
-def _ordered(slots: Iterable[BookedSlot]) -> list[BookedSlot]:
-    return sorted(slots, key=lambda slot: (slot.window.start, slot.reservation_id))
-
-
-def _lost_race(reasons: Reasons, calendar: range) -> bool:
-    """Someone else wrote one of our calendar days, or held an item we named, meanwhile."""
-    return any(reason_code(reasons, index) == CONDITION_FAILED for index in calendar) or any(
-        reason.get("Code") == TRANSACTION_CONFLICT for reason in reasons
-    )
 
 
 async def _back_off(attempt: int) -> None:
@@ -179,7 +138,7 @@ class DynamoReservationRepository:
                 reservation.window, seen.slots(days), ignore=reservation.reservation_id
             )
             if taken:
-                raise WindowTaken(_ordered(taken))
+                raise WindowTaken(ordered(taken))
 
             # What was read is only advice: every fact it showed is a condition here.
             actions: list[Action] = [
@@ -196,7 +155,12 @@ class DynamoReservationRepository:
             for day in days:
                 bucket = seen.days[day]
                 actions.append(
-                    self._write_day(reservation.bench_id, bucket, [*bucket.slots, reservation.slot])
+                    write_day(
+                        self._calendar,
+                        reservation.bench_id,
+                        bucket,
+                        [*bucket.slots, reservation.slot],
+                    )
                 )
             calendar = range(first_day, len(actions))
             actions.append(self._history.put(entry))
@@ -213,7 +177,7 @@ class DynamoReservationRepository:
                 raise BenchNotBookable(None if stored is None else decode_bench(stored))
             if failed(reasons, 1):
                 raise AlreadyExists(reservation.reservation_id)
-            if not _lost_race(reasons, calendar):
+            if not lost_race(reasons, calendar):
                 raise cancelled(reasons)
         raise StoreUnavailable(
             f"booking {reservation.bench_id!r}: lost the calendar race {_ATTEMPTS} times"
@@ -251,14 +215,14 @@ class DynamoReservationRepository:
                         raise VersionMismatch(seen.reservation)
                     taken = conflicts(updated.window, seen.slots(held), ignore=reservation_id)
                     if taken:
-                        raise WindowTaken(_ordered(taken))
+                        raise WindowTaken(ordered(taken))
                 for day in days:
                     bucket = seen.days[day]
                     slots = [slot for slot in bucket.slots if slot.reservation_id != reservation_id]
                     if day in held:
                         slots.append(updated.slot)
-                    if _ordered(slots) != _ordered(bucket.slots):
-                        day_actions.append(self._write_day(bench_id, bucket, slots))
+                    if ordered(slots) != ordered(bucket.slots):
+                        day_actions.append(write_day(self._calendar, bench_id, bucket, slots))
 
             actions: list[Action] = [self._update_reservation(current, updated), *day_actions]
             calendar = range(1, len(actions))
@@ -271,7 +235,7 @@ class DynamoReservationRepository:
                 if stored is None:
                     raise ItemNotFound(reservation_id)
                 raise VersionMismatch(decode_reservation(stored))
-            if not _lost_race(reasons, calendar):
+            if not lost_race(reasons, calendar):
                 raise cancelled(reasons)
         raise StoreUnavailable(
             f"changing {reservation_id!r}: lost the calendar race {_ATTEMPTS} times"
@@ -283,8 +247,7 @@ class DynamoReservationRepository:
     async def find(
         self, query: ReservationQuery, limit: int, after: str | None
     ) -> Page[Reservation]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+        want = one_more_than(limit)
         if query.bench_id is not None:
             index, partition, value = BENCH_RESERVATIONS_INDEX, "bench_id", query.bench_id
         elif query.user_id is not None:
@@ -357,23 +320,15 @@ class DynamoReservationRepository:
         if filters:
             params["FilterExpression"] = " AND ".join(filters)
 
-        # One more than a page: whether it exists decides next_after.
-        want = limit + 1
-        found: list[Reservation] = []
-        while len(found) < want:
-            needed = want - len(found)
-            page = {**params, "Limit": max(needed, _FILTERED_PAGE) if filters else needed}
-            if start_key is not None:
-                page["ExclusiveStartKey"] = start_key
-            response = await self._call("Query", **page)
-            found += [decode_reservation(item) for item in response["Items"]]
-            start_key = response.get("LastEvaluatedKey")
-            if start_key is None:
-                break
-        if len(found) > limit:
-            items = found[:limit]
-            return Page(items=items, next_after=reservation_page_key(items[-1]))
-        return Page(items=found, next_after=None)
+        found = await query_until(
+            self._call,
+            params,
+            want,
+            lambda items: [decode_reservation(item) for item in items],
+            filtered=bool(filters),
+            start=start_key,
+        )
+        return page_of(found, limit, reservation_page_key)
 
     async def _read(
         self,
@@ -383,9 +338,9 @@ class DynamoReservationRepository:
         bench: bool = False,
         key: str | None = None,
         reservation_id: str | None = None,
-    ) -> _Snapshot:
+    ) -> Snapshot:
         """One consistent BatchGetItem: the calendar days, and what else the caller names."""
-        snapshot = _Snapshot(days={day: _Day(day) for day in days})
+        snapshot = Snapshot(days={day: Day(day) for day in days})
         keys = {self._calendar: [calendar_key(bench_id, day) for day in snapshot.days]}
         if bench:
             keys[self._benches] = [bench_key(bench_id)]
@@ -395,12 +350,8 @@ class DynamoReservationRepository:
             keys[self._table] = [reservation_key(reservation_id)]
         found = await batch_get(self._call, keys)
         for item in found.get(self._calendar, []):
-            day = date.fromisoformat(item["day"]["S"])
-            snapshot.days[day] = _Day(
-                day=day,
-                version=int(item["version"]["N"]),
-                slots=[decode_slot(slot) for slot in item["slots"]["L"]],
-            )
+            bucket = decode_day(item)
+            snapshot.days[bucket.day] = bucket
         for item in found.get(self._benches, []):
             snapshot.bench = decode_bench(item)
         for item in found.get(self._idempotency, []):
@@ -421,23 +372,6 @@ class DynamoReservationRepository:
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
-
-    def _write_day(self, bench_id: str, bucket: _Day, slots: list[BookedSlot]) -> Action:
-        # Buckets are never deleted, even when empty: versions must only grow, or a
-        # booking holding an old read could match a recreated bucket's version (ABA).
-        item: Item = {
-            **calendar_key(bench_id, bucket.day),
-            "slots": {"L": [encode_slot(slot) for slot in _ordered(slots)]},
-            "version": n((bucket.version or 0) + 1),
-        }
-        put: dict[str, Any] = {"TableName": self._calendar, "Item": item}
-        if bucket.version is None:
-            put["ConditionExpression"] = "attribute_not_exists(bench_id)"
-        else:
-            put["ConditionExpression"] = "#version = :seen"
-            put["ExpressionAttributeNames"] = {"#version": "version"}
-            put["ExpressionAttributeValues"] = {":seen": n(bucket.version)}
-        return {"Put": put}
 
     def _update_reservation(self, current: Reservation, updated: Reservation) -> Action:
         # SET only what an update may change, as the SQLite adapter does: the bench, the
@@ -505,13 +439,3 @@ async def _find_ended(call: Call, table: str, before: datetime, limit: int) -> l
     # The index lags the table: keep only what is still booked and over.
     ended = [r for r in current if r.state is ReservationState.BOOKED and r.end <= before]
     return sorted(ended, key=lambda r: (r.end, r.reservation_id))
-
-
-class DynamoIdempotencyRepository:
-    def __init__(self, call: Call, table: str) -> None:
-        self._call = call
-        self._table = table
-
-    async def get(self, key: str) -> IdempotencyRecord | None:
-        # Expired records come back as they are: TTL deletes late, and the caller compares.
-        return await get_one(self._call, self._table, idempotency_key(key), decode_record)

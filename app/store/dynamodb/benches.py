@@ -1,0 +1,285 @@
+"""Benches on DynamoDB.
+
+A bench item and one guard item per capability tag share the benches table; the
+capability index over the guard items finds the benches of a tag without a Scan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from app.benches.domain import Bench, Heartbeat
+from app.history.domain import HistoryEntry
+from app.store.base import (
+    AlreadyExists,
+    BenchQuery,
+    IdempotencyRecord,
+    ItemNotFound,
+    Page,
+    VersionMismatch,
+)
+from app.store.dynamodb.calls import (
+    BATCH_GET_MAX,
+    Call,
+    batch_get,
+    cancelled,
+    error_code,
+    failed,
+    get_one,
+    key_taken,
+    old_item,
+    one_more_than,
+    page_of,
+    query_until,
+    transact,
+)
+from app.store.dynamodb.codec import (
+    Action,
+    HistoryTable,
+    Item,
+    bench_key,
+    capability_key,
+    decode_bench,
+    encode_bench,
+    encode_labels,
+    n,
+    put_record,
+    s,
+)
+from app.store.dynamodb.tables import BENCH_LIST_INDEX, BENCH_LIST_PK, CAPABILITY_INDEX
+from app.timeutil import to_iso
+
+
+class DynamoBenchRepository:
+    def __init__(
+        self, call: Call, table: str, history_table: HistoryTable, idempotency_table: str
+    ) -> None:
+        self._call = call
+        self._table = table
+        self._history_table = history_table
+        self._idempotency_table = idempotency_table
+
+    async def create(
+        self, bench: Bench, entry: HistoryEntry, idempotency: IdempotencyRecord | None = None
+    ) -> None:
+        actions: list[Action] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": encode_bench(bench),
+                    "ConditionExpression": "attribute_not_exists(bench_id)",
+                }
+            }
+        ]
+        actions += [self._put_capability(bench.bench_id, tag) for tag in sorted(bench.capabilities)]
+        actions.append(self._history_table.put(entry))
+        if idempotency is not None:
+            actions.append(put_record(self._idempotency_table, idempotency))
+        reasons = await transact(self._call, actions)
+        if reasons is None:
+            return
+        if idempotency is not None and (taken := key_taken(reasons, len(actions) - 1)):
+            raise taken
+        if failed(reasons, 0):
+            raise AlreadyExists(bench.bench_id)
+        raise cancelled(reasons)
+
+    async def get(self, bench_id: str) -> Bench | None:
+        return await get_one(self._call, self._table, bench_key(bench_id), decode_bench)
+
+    async def update(self, current: Bench, bench: Bench, entry: HistoryEntry) -> None:
+        # The guard items to add and delete follow from the capabilities of the version
+        # the caller read; the transaction is conditioned on that same version.
+        expected_version = current.version
+        names = {
+            "#name": "name",
+            "#type": "type",
+            "#labels": "labels",
+            "#interval": "heartbeat_interval_s",
+            "#state": "admin_state",
+            "#liveness": "recorded_liveness",
+            "#version": "version",
+            "#updated": "updated_at",
+            "#caps": "capabilities",
+        }
+        values: Item = {
+            ":name": s(bench.name),
+            ":type": s(bench.type),
+            ":labels": encode_labels(bench.labels),
+            ":interval": n(bench.heartbeat_interval_s),
+            ":state": s(bench.admin_state.value),
+            ":liveness": s(bench.recorded_liveness.value),
+            ":version": n(bench.version),
+            ":updated": s(to_iso(bench.updated_at)),
+            ":seen": n(expected_version),
+        }
+        expression = (
+            "SET #name = :name, #type = :type, #labels = :labels, #interval = :interval,"
+            " #state = :state, #liveness = :liveness, #version = :version,"
+            " #updated = :updated"
+        )
+        # A string set cannot be empty: no capabilities means no attribute.
+        if bench.capabilities:
+            expression += ", #caps = :caps"
+            values[":caps"] = {"SS": sorted(bench.capabilities)}
+        else:
+            expression += " REMOVE #caps"
+        actions: list[Action] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": bench_key(bench.bench_id),
+                    "UpdateExpression": expression,
+                    "ConditionExpression": "#version = :seen",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            }
+        ]
+        for tag in sorted(bench.capabilities - current.capabilities):
+            actions.append(self._put_capability(bench.bench_id, tag))
+        for tag in sorted(current.capabilities - bench.capabilities):
+            actions.append(
+                {"Delete": {"TableName": self._table, "Key": capability_key(bench.bench_id, tag)}}
+            )
+        actions.append(self._history_table.put(entry))
+        reasons = await transact(self._call, actions)
+        if reasons is None:
+            return
+        if failed(reasons, 0):
+            stored = old_item(reasons, 0)
+            if stored is None:
+                raise ItemNotFound(bench.bench_id)
+            raise VersionMismatch(decode_bench(stored))
+        raise cancelled(reasons)
+
+    async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
+        try:
+            response = await self._call(
+                "UpdateItem",
+                TableName=self._table,
+                Key=bench_key(bench_id),
+                UpdateExpression=(
+                    "SET last_heartbeat_at = :at, agent_version = :agent,"
+                    " heartbeat_details = :details"
+                ),
+                # Without it UpdateItem would create a bench out of a heartbeat.
+                ConditionExpression="attribute_exists(bench_id)",
+                ExpressionAttributeValues={
+                    ":at": s(to_iso(heartbeat.at)),
+                    ":agent": s(heartbeat.agent_version),
+                    ":details": s(json.dumps(heartbeat.details)),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                raise ItemNotFound(bench_id) from None
+            raise
+        return decode_bench(response["Attributes"])
+
+    async def find(self, query: BenchQuery, limit: int, after: str | None) -> Page[Bench]:
+        want = one_more_than(limit)
+        if query.capabilities:
+            found = await self._list_by_capability(query, want, after)
+        else:
+            found = await self._list_all(query, want, after)
+        return page_of(found, limit, lambda bench: bench.bench_id)
+
+    async def _list_all(self, query: BenchQuery, want: int, after: str | None) -> list[Bench]:
+        names: dict[str, str] = {}
+        values: Item = {":list_pk": s(BENCH_LIST_PK)}
+        conditions = []
+        if query.type is not None:
+            names["#type"] = "type"
+            values[":type"] = s(query.type)
+            conditions.append("#type = :type")
+        if query.admin_state is not None:
+            names["#state"] = "admin_state"
+            values[":state"] = s(query.admin_state)
+            conditions.append("#state = :state")
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": BENCH_LIST_INDEX,
+            "KeyConditionExpression": "list_pk = :list_pk",
+            "ExpressionAttributeValues": values,
+        }
+        if conditions:
+            params["FilterExpression"] = " AND ".join(conditions)
+            params["ExpressionAttributeNames"] = names
+        start: Item | None = None
+        if after is not None:
+            start = {**bench_key(after), "list_pk": s(BENCH_LIST_PK)}
+        return await query_until(
+            self._call,
+            params,
+            want,
+            lambda items: [decode_bench(item) for item in items],
+            filtered=bool(conditions),
+            start=start,
+        )
+
+    async def _list_by_capability(
+        self, query: BenchQuery, want: int, after: str | None
+    ) -> list[Bench]:
+        # Any one tag narrows the candidates; the bench items decide the rest. The index
+        # lags the table slightly, so a candidate is only kept if its item still matches.
+        tag = min(query.capabilities)
+        narrows_further = (
+            len(query.capabilities) > 1 or query.type is not None or query.admin_state is not None
+        )
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": CAPABILITY_INDEX,
+            "KeyConditionExpression": "capability = :tag",
+            "ExpressionAttributeValues": {":tag": s(tag)},
+        }
+        start: Item | None = None
+        if after is not None:
+            start = {**capability_key(after, tag), "capability": s(tag)}
+
+        async def keep(items: list[Item]) -> list[Bench]:
+            ids = [item["bench_id"]["S"] for item in items]
+            benches = await self._batch_get(ids)
+            return [
+                bench
+                for bench_id in ids
+                if (bench := benches.get(bench_id)) is not None and _matches(bench, query)
+            ]
+
+        # Each page of candidates is read back in one BatchGetItem, so no page is larger;
+        # when the bench items may drop candidates, pages are that large.
+        return await query_until(
+            self._call,
+            params,
+            want,
+            keep,
+            filtered=narrows_further,
+            most=BATCH_GET_MAX,
+            start=start,
+        )
+
+    async def _batch_get(self, bench_ids: Iterable[str]) -> dict[str, Bench]:
+        keys = [bench_key(bench_id) for bench_id in bench_ids]
+        if not keys:
+            return {}
+        found = await batch_get(self._call, {self._table: keys})
+        benches = [decode_bench(item) for item in found[self._table]]
+        return {bench.bench_id: bench for bench in benches}
+
+    def _put_capability(self, bench_id: str, tag: str) -> Action:
+        item = {**capability_key(bench_id, tag), "capability": s(tag)}
+        return {"Put": {"TableName": self._table, "Item": item}}
+
+
+def _matches(bench: Bench, query: BenchQuery) -> bool:
+    return (
+        query.capabilities <= bench.capabilities
+        and (query.type is None or bench.type == query.type)
+        and (query.admin_state is None or bench.admin_state.value == query.admin_state)
+    )

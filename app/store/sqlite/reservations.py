@@ -1,0 +1,176 @@
+"""Reservations: their rows and the repository that books, changes and finds them.
+
+Booking checks the bench and the calendar inside the write transaction that inserts the
+reservation, so no other booking can slip in between the check and the insert.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from app.benches.domain import AdminState
+from app.history.domain import HistoryEntry
+from app.reservations.domain import HOLDING_STATES, Reservation, ReservationState
+from app.store.base import (
+    BenchNotBookable,
+    IdempotencyRecord,
+    ItemNotFound,
+    Page,
+    ReservationQuery,
+    VersionMismatch,
+    WindowTaken,
+    Write,
+    reservation_page_key,
+)
+from app.store.sqlite.benches import BENCHES
+from app.store.sqlite.database import SqliteDatabase
+from app.store.sqlite.table import Table
+from app.timeutil import from_iso, to_iso
+
+
+def _reservation_row(reservation: Reservation) -> dict[str, Any]:
+    return {
+        "reservation_id": reservation.reservation_id,
+        "bench_id": reservation.bench_id,
+        "user_id": reservation.user_id,
+        "start": to_iso(reservation.start),
+        "end": to_iso(reservation.end),
+        "purpose": reservation.purpose,
+        "state": reservation.state.value,
+        "version": reservation.version,
+        "created_at": to_iso(reservation.created_at),
+        "updated_at": to_iso(reservation.updated_at),
+    }
+
+
+def _reservation_from_row(row: sqlite3.Row) -> Reservation:
+    return Reservation(
+        reservation_id=row["reservation_id"],
+        bench_id=row["bench_id"],
+        user_id=row["user_id"],
+        start=from_iso(row["start"]),
+        end=from_iso(row["end"]),
+        purpose=row["purpose"],
+        state=ReservationState(row["state"]),
+        version=row["version"],
+        created_at=from_iso(row["created_at"]),
+        updated_at=from_iso(row["updated_at"]),
+    )
+
+
+_RESERVATIONS: Table[Reservation] = Table(
+    "reservations", "reservation_id", _reservation_row, _reservation_from_row
+)
+
+
+class SqliteReservationRepository:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        reservation: Reservation,
+        entry: HistoryEntry,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        async with self._db.write() as connection:
+            await self._db.claim_key(connection, idempotency)
+            rows = list(
+                await connection.execute_fetchall(
+                    "SELECT bench_id FROM benches WHERE bench_id = ? AND admin_state = ?",
+                    (reservation.bench_id, AdminState.ACTIVE.value),
+                )
+            )
+            if not rows:
+                bench = await BENCHES.read(connection, reservation.bench_id)
+                raise BenchNotBookable(bench)
+            await self._check_free(connection, reservation)
+            await _RESERVATIONS.write(
+                connection, reservation.reservation_id, Write(None, reservation), None
+            )
+            await self._db.insert_history(connection, entry)
+
+    async def get(self, reservation_id: str) -> Reservation | None:
+        async with self._db.read() as connection:
+            return await _RESERVATIONS.read(connection, reservation_id)
+
+    async def update(self, current: Reservation, updated: Reservation, entry: HistoryEntry) -> None:
+        async with self._db.write() as connection:
+            stored = await _RESERVATIONS.read(connection, current.reservation_id)
+            if stored is None:
+                raise ItemNotFound(current.reservation_id)
+            if stored.version != current.version:
+                raise VersionMismatch(stored)
+            if updated.holds_bench:
+                await self._check_free(connection, updated)
+            # The write lock is held since BEGIN IMMEDIATE, so the check above still holds;
+            # the write is conditioned on the version all the same.
+            await _RESERVATIONS.write(
+                connection, current.reservation_id, Write(current, updated), current.version
+            )
+            await self._db.insert_history(connection, entry)
+
+    async def find(
+        self, query: ReservationQuery, limit: int, after: str | None
+    ) -> Page[Reservation]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.bench_id is not None:
+            clauses.append("bench_id = ?")
+            params.append(query.bench_id)
+        if query.user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(query.user_id)
+        if not clauses:
+            raise ValueError("a reservation query needs bench_id or user_id")
+        if query.ends_after is not None:
+            clauses.append('"end" > ?')
+            params.append(to_iso(query.ends_after))
+        if query.starts_before is not None:
+            clauses.append("start < ?")
+            params.append(to_iso(query.starts_before))
+        if query.holding_only:
+            clauses.append("state IN (?, ?)")
+            params += sorted(state.value for state in HOLDING_STATES)
+        async with self._db.read() as connection:
+            return await _RESERVATIONS.page(
+                connection,
+                clauses,
+                params,
+                ("start", "reservation_id"),
+                after,
+                limit,
+                reservation_page_key,
+            )
+
+    async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
+        async with self._db.read() as connection:
+            return await _RESERVATIONS.select(
+                connection,
+                'state = ? AND "end" <= ?',
+                [ReservationState.BOOKED.value, to_iso(before), limit],
+                'ORDER BY "end", reservation_id LIMIT ?',
+            )
+
+    @staticmethod
+    async def _check_free(connection: aiosqlite.Connection, reservation: Reservation) -> None:
+        """Inside the write transaction, so no booking can slip in between check and insert."""
+        overlapping = await _RESERVATIONS.select(
+            connection,
+            'bench_id = ? AND state IN (?, ?) AND start < ? AND "end" > ? AND reservation_id != ?',
+            [
+                reservation.bench_id,
+                *sorted(state.value for state in HOLDING_STATES),
+                to_iso(reservation.end),
+                to_iso(reservation.start),
+                reservation.reservation_id,
+            ],
+            "ORDER BY start",
+        )
+        taken = [stored.slot for stored in overlapping]
+        if taken:
+            raise WindowTaken(taken)

@@ -1,0 +1,126 @@
+"""The SQLite schema: the tables every repository reads and writes, and their upgrades.
+
+Kept apart from the code that uses it so one place says what a store file contains; the
+outbox (outbox.py) builds its triggers from this schema's live columns.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS benches (
+    bench_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    heartbeat_interval_s INTEGER NOT NULL,
+    admin_state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_heartbeat_at TEXT,
+    agent_version TEXT,
+    heartbeat_details TEXT,
+    recorded_liveness TEXT NOT NULL DEFAULT 'offline'
+);
+CREATE TABLE IF NOT EXISTS bench_capabilities (
+    capability TEXT NOT NULL,
+    bench_id TEXT NOT NULL REFERENCES benches(bench_id),
+    PRIMARY KEY (capability, bench_id)
+);
+CREATE INDEX IF NOT EXISTS bench_capabilities_by_bench ON bench_capabilities(bench_id);
+CREATE TABLE IF NOT EXISTS reservations (
+    reservation_id TEXT PRIMARY KEY,
+    bench_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    start TEXT NOT NULL,
+    "end" TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_by_bench ON reservations(bench_id, start, reservation_id);
+CREATE INDEX IF NOT EXISTS reservations_by_user ON reservations(user_id, start, reservation_id);
+CREATE INDEX IF NOT EXISTS reservations_by_state_end ON reservations(state, "end");
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS executions (
+    execution_id TEXT PRIMARY KEY,
+    reservation_id TEXT NOT NULL,
+    bench_id TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    pipeline_url TEXT,
+    metadata TEXT NOT NULL,
+    task_ids TEXT NOT NULL,
+    time_budget_s INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    artifacts_uri TEXT,
+    summary TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_reservation
+    ON executions(reservation_id, created_at, execution_id);
+CREATE INDEX IF NOT EXISTS executions_by_bench ON executions(bench_id, created_at, execution_id);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions(status, created_at, execution_id);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    bench_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    params TEXT NOT NULL,
+    timeout_s INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    lease_holder TEXT,
+    lease_expires_at TEXT,
+    attempt_started_at TEXT,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_by_lease ON tasks(status, lease_expires_at);
+CREATE TABLE IF NOT EXISTS history (
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    changes TEXT NOT NULL,
+    expires_at TEXT,
+    PRIMARY KEY (entity_type, entity_id, version)
+);
+"""
+
+
+# Columns added after a table first shipped: a store file made by an older version gains
+# them on open instead of failing (CREATE TABLE IF NOT EXISTS leaves old tables as they are).
+_ADDED_COLUMNS = (
+    ("benches", "recorded_liveness", "TEXT NOT NULL DEFAULT 'offline'"),
+    ("history", "expires_at", "TEXT"),
+)
+
+
+async def add_missing_columns(connection: aiosqlite.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        rows = await connection.execute_fetchall(f"PRAGMA table_info({table})")
+        if column not in {row["name"] for row in rows}:
+            await connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
