@@ -69,18 +69,26 @@ def _dev_tokens(settings: Settings) -> int:
     return 0
 
 
-def _housekeeping(settings: Settings, once: bool) -> int:
+def _housekeeping(settings: Settings, once: bool, metrics_port: int | None) -> int:
     import json
     from dataclasses import asdict
 
+    from prometheus_client import start_http_server
+
     from app.clock import SystemClock
-    from app.housekeeping import Housekeeper, run_forever
+    from app.ops.housekeeping import Housekeeper, run_forever
+    from app.ops.metrics import Metrics
     from app.store.factory import open_store
 
     async def run() -> None:
         store = await open_store(settings)
         try:
-            housekeeper = Housekeeper(store, SystemClock(), settings)
+            metrics = Metrics()
+            if metrics_port is not None:
+                # A housekeeping-only process has no API: it serves its own counters.
+                metrics.attach_store(store)
+                start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+            housekeeper = Housekeeper(store, SystemClock(), settings, metrics)
             if once:
                 print(json.dumps(asdict(await housekeeper.run_once())))
             else:
@@ -119,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("dev-tokens", help="make a development tokens file if none exists")
     chores = commands.add_parser("housekeeping", help="expire leases, time out runs, ...")
     chores.add_argument("--once", action="store_true", help="one pass, print what it did")
+    chores.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics (actions) on 127.0.0.1"
+    )
     export = commands.add_parser("export", help="copy the change feed to a sink")
     export.add_argument(
         "--sink", required=True, help="file://DIR, s3://BUCKET/PREFIX or postgresql://..."
@@ -143,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "create-tables":
         return _create_tables(settings)
     if args.command == "housekeeping":
-        return _housekeeping(settings, args.once)
+        return _housekeeping(settings, args.once, args.metrics_port)
     if args.command == "export":
         return _export(settings, args)
     return _dev_tokens(settings)

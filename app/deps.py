@@ -1,4 +1,5 @@
-"""FastAPI dependencies shared by every router: the store, the clock, the caller."""
+"""Service wiring, in one place: the factories that routers (through FastAPI dependencies)
+and housekeeping both build their services with."""
 
 from __future__ import annotations
 
@@ -6,34 +7,60 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.benches.service import BenchService
 from app.clock import Clock
+from app.executions.service import ExecutionService
 from app.http.auth import PrincipalDep
+from app.http.state import STATE_ATTRIBUTE
 from app.identity import Actor
 from app.logs import request_id_var
+from app.reservations.service import ReservationService
 from app.settings import Settings
+from app.state import AppState
 from app.store.base import Store
 
 
-def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
+def bench_service(store: Store, clock: Clock) -> BenchService:
+    return BenchService(store, clock)
 
 
-def get_clock(request: Request) -> Clock:
-    clock: Clock = request.app.state.clock
-    return clock
+def reservation_service(store: Store, clock: Clock, settings: Settings) -> ReservationService:
+    return ReservationService(store, clock, settings.max_reservation)
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def execution_service(store: Store, clock: Clock, settings: Settings) -> ExecutionService:
+    return ExecutionService(store, clock, settings.task_lease)
 
 
-def get_actor(principal: PrincipalDep) -> Actor:
+# FastAPI runs plain ``def`` dependencies in a worker thread: these are ``async def``
+# so that building a service costs no thread hop.
+
+
+async def get_state(request: Request) -> AppState:
+    state: AppState = getattr(request.app.state, STATE_ATTRIBUTE)
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_actor(principal: PrincipalDep) -> Actor:
     return Actor(principal=principal, request_id=request_id_var.get())
 
 
-StoreDep = Annotated[Store, Depends(get_store)]
-ClockDep = Annotated[Clock, Depends(get_clock)]
+async def _bench_service(state: StateDep) -> BenchService:
+    return bench_service(state.store, state.clock)
+
+
+async def _reservation_service(state: StateDep) -> ReservationService:
+    return reservation_service(state.store, state.clock, state.settings)
+
+
+async def _execution_service(state: StateDep) -> ExecutionService:
+    return execution_service(state.store, state.clock, state.settings)
+
+
 ActorDep = Annotated[Actor, Depends(get_actor)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+BenchServiceDep = Annotated[BenchService, Depends(_bench_service)]
+ReservationServiceDep = Annotated[ReservationService, Depends(_reservation_service)]
+ExecutionServiceDep = Annotated[ExecutionService, Depends(_execution_service)]

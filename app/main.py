@@ -10,23 +10,32 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
-from app import health
 from app.benches import router as benches
 from app.clock import Clock, SystemClock
+from app.errors import Unavailable
 from app.executions import router as executions
-from app.housekeeping import Housekeeper, run_forever
 from app.http.auth import TokenRegistry
 from app.http.pagination import CursorCodec
-from app.http.problems import PROBLEM_RESPONSES, Problem, install_problem_handlers
+from app.http.problems import (
+    PROBLEM_RESPONSES,
+    Problem,
+    app_error_response,
+    install_problem_handlers,
+)
 from app.http.rate_limit import RateLimiter
-from app.http.request_context import RequestContextMiddleware
+from app.http.request_context import RequestContextMiddleware, RequestObserver
+from app.http.state import STATE_ATTRIBUTE
 from app.logs import configure_logging
-from app.metrics import Metrics
+from app.ops import health
+from app.ops.housekeeping import Housekeeper, run_forever
+from app.ops.metrics import Metrics
 from app.reservations import router as reservations
 from app.settings import Settings
-from app.store.base import Store
+from app.state import AppState
+from app.store.base import Store, StoreUnavailable
 from app.store.factory import open_store
 
 logger = logging.getLogger("app")
@@ -41,24 +50,30 @@ def create_app(
     """Build the API. Tests pass their own store (left open) and clock."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    started: list[AppState] = []  # the state of the running lifespan, for the middleware
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.tokens = TokenRegistry.from_file(settings.tokens_file)
-        app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         if settings.cursor_secret is None:
             logger.warning("ORCH_CURSOR_SECRET is unset: cursors work in this process only")
         secret = settings.cursor_secret or secrets.token_hex(32)
-        app.state.cursor_codec = CursorCodec(secret.encode())
-        app.state.clock = clock or SystemClock()
         owned = store is None
-        app.state.store = store or await open_store(settings)
-        metrics.attach_store(app.state.store)
+        state = AppState(
+            settings=settings,
+            store=store or await open_store(settings),
+            clock=clock or SystemClock(),
+            metrics=Metrics(),
+            tokens=TokenRegistry.from_file(settings.tokens_file),
+            rate_limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+            cursor_codec=CursorCodec(secret.encode()),
+        )
+        state.metrics.attach_store(state.store)
+        setattr(app.state, STATE_ATTRIBUTE, state)
+        started.append(state)
         logger.info("store ready", extra={"store": settings.store})
         chores = None
         if settings.housekeeping_interval_s > 0:
-            housekeeper = Housekeeper(app.state.store, app.state.clock, settings)
+            housekeeper = Housekeeper(state.store, state.clock, settings, state.metrics)
             chores = asyncio.create_task(run_forever(housekeeper, settings.housekeeping_interval_s))
         try:
             yield
@@ -67,8 +82,12 @@ def create_app(
                 chores.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await chores
+            started.remove(state)
             if owned:
-                await app.state.store.close()
+                await state.store.close()
+
+    def observer() -> RequestObserver | None:
+        return started[-1].metrics if started else None
 
     app = FastAPI(
         title="Bench Orchestrator",
@@ -78,17 +97,27 @@ def create_app(
         responses=PROBLEM_RESPONSES,
     )
     _document_problems(app)
-    metrics = Metrics()
-    app.state.metrics = metrics
     install_problem_handlers(app)
+    _translate_store_errors(app)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, observer=observer
     )
     app.include_router(health.router)
     app.include_router(benches.router)
     app.include_router(reservations.router)
     app.include_router(executions.router)
     return app
+
+
+def _translate_store_errors(app: FastAPI) -> None:
+    """The one place a store outage becomes the API's 503: every route, /readyz included,
+    answers it alike, and the store's own error text stays in the log."""
+
+    async def on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("store unavailable: %s", exc)
+        return app_error_response(request, Unavailable("the store is unavailable; retry later"))
+
+    app.add_exception_handler(StoreUnavailable, on_store_unavailable)
 
 
 def _document_problems(app: FastAPI) -> None:

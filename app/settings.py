@@ -50,5 +50,13 @@ class Settings(BaseSettings):
     port: int = 8000
 
     @property
+    def task_lease(self) -> timedelta:
+        return timedelta(seconds=self.task_lease_s)
+
+    @property
+    def max_reservation(self) -> timedelta:
+        return timedelta(hours=self.max_reservation_hours)
+
+    @property
     def history_retention(self) -> timedelta | None:
         return None if self.history_ttl_days is None else timedelta(days=self.history_ttl_days)

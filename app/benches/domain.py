@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from app.errors import Conflict
+from app.errors import Conflict, Forbidden
+from app.identity import Principal, Role
 
 BENCH_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 CAPABILITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,62}$"
@@ -186,3 +187,9 @@ def record_liveness(bench: Bench, now: datetime) -> Bench:
 
 def retire(bench: Bench, now: datetime) -> Bench:
     return apply_changes(bench, BenchChanges(admin_state=AdminState.RETIRED), now)
+
+
+def check_may_report_for(principal: Principal, bench_id: str) -> None:
+    """An agent speaks for its own bench only; admins for any."""
+    if principal.role is Role.AGENT and principal.bench_id != bench_id:
+        raise Forbidden(f"this agent token belongs to bench {principal.bench_id!r}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 
+from app.benches.auth import BenchAdmin, HeartbeatSender, Reader
 from app.benches.domain import BENCH_ID_PATTERN, AdminState, BenchChanges, Liveness
 from app.benches.schemas import (
     BenchCreate,
@@ -16,27 +17,19 @@ from app.benches.schemas import (
     HeartbeatIn,
     HeartbeatOut,
 )
-from app.benches.service import BenchService, NewBench
-from app.deps import ActorDep, ClockDep, StoreDep
+from app.benches.service import NewBench
+from app.deps import ActorDep
+from app.deps import BenchServiceDep as ServiceDep
 from app.history.schemas import HistoryEntryOut, history_page
-from app.http.auth import AdminDep, PrincipalDep
 from app.http.etag import IfMatchDep, IfNoneMatchHeader
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep
 from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
-from app.store.base import BenchQuery
 
 router = APIRouter(prefix="/v1/benches", tags=["benches"], dependencies=[RATE_LIMITED])
 
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
-
-
-def bench_service(store: StoreDep, clock: ClockDep) -> BenchService:
-    return BenchService(store, clock)
-
-
-ServiceDep = Annotated[BenchService, Depends(bench_service)]
 
 
 @router.post(
@@ -50,7 +43,7 @@ async def create_bench(
     body: BenchCreate,
     service: ServiceDep,
     actor: ActorDep,
-    admin: AdminDep,
+    admin: BenchAdmin,
     idempotency: IdempotencyKeyDep,
 ) -> JSONResponse:
     bench, replayed = await service.create(
@@ -77,7 +70,7 @@ async def create_bench(
 async def list_benches(
     service: ServiceDep,
     pager: PagerDep,
-    _: PrincipalDep,
+    _: Reader,
     capability: Annotated[list[Capability], Query(max_length=32)] = [],  # noqa: B006
     type: Annotated[str | None, Query(max_length=64)] = None,
     admin_state: AdminState | None = None,
@@ -89,15 +82,13 @@ async def list_benches(
         "admin_state": admin_state,
         "status": status,
     }
-    page = await service.list(
-        BenchQuery(
-            capabilities=frozenset(capability),
-            type=type,
-            admin_state=admin_state.value if admin_state else None,
-        ),
-        status,
-        pager.limit,
-        pager.start_after("benches", filters),
+    page = await service.find(
+        capabilities=frozenset(capability),
+        type=type,
+        admin_state=admin_state,
+        status=status,
+        limit=pager.limit,
+        after=pager.start_after("benches", filters),
     )
     now = service.now()
     return PageOut[BenchOut](
@@ -110,7 +101,7 @@ async def list_benches(
 async def get_bench(
     bench_id: BenchIdPath,
     service: ServiceDep,
-    _: PrincipalDep,
+    _: Reader,
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     bench = await service.get(bench_id)
@@ -124,7 +115,7 @@ async def update_bench(
     service: ServiceDep,
     actor: ActorDep,
     expectation: IfMatchDep,
-    _: AdminDep,
+    _: BenchAdmin,
 ) -> JSONResponse:
     changes = BenchChanges(
         name=body.name,
@@ -143,7 +134,7 @@ async def retire_bench(
     service: ServiceDep,
     actor: ActorDep,
     expectation: IfMatchDep,
-    _: AdminDep,
+    _: BenchAdmin,
 ) -> JSONResponse:
     """Retires the bench: it stays readable with its history, and can no longer change."""
     bench = await service.retire(bench_id, expectation, actor)
@@ -152,7 +143,7 @@ async def retire_bench(
 
 @router.post("/{bench_id}/heartbeats", response_model=HeartbeatOut, operation_id="post_heartbeat")
 async def post_heartbeat(
-    bench_id: BenchIdPath, body: HeartbeatIn, service: ServiceDep, principal: PrincipalDep
+    bench_id: BenchIdPath, body: HeartbeatIn, service: ServiceDep, principal: HeartbeatSender
 ) -> HeartbeatOut:
     bench = await service.record_heartbeat(bench_id, principal, body.agent_version, body.details)
     return HeartbeatOut.of(bench, service.now())
@@ -164,7 +155,7 @@ async def post_heartbeat(
     operation_id="list_bench_history",
 )
 async def list_bench_history(
-    bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+    bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[HistoryEntryOut]:
     return await history_page(
         pager,

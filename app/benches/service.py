@@ -8,25 +8,28 @@ from datetime import datetime
 from typing import Any
 
 from app.benches.domain import (
+    AdminState,
     Bench,
     BenchChanges,
     Heartbeat,
     Liveness,
     apply_changes,
+    check_may_report_for,
     new_bench,
     record_liveness,
     retire,
 )
 from app.clock import Clock
-from app.concurrency import change_versioned
-from app.errors import Conflict, Forbidden, NotFound
-from app.history.domain import HistoryEntry, record_change
-from app.idempotency import IdempotencyClaim, IdempotencyRecord, create_once
-from app.identity import Actor, Principal, Role
-from app.store.base import AlreadyExists, BenchQuery, ItemNotFound, Page, Store
+from app.errors import Conflict, NotFound
+from app.history.domain import AuditTrail, HistoryEntry
+from app.identity import Actor, Principal
+from app.kit.concurrency import change_versioned
+from app.kit.idempotency import IdempotencyClaim, create_once
+from app.kit.paging import filtered_page
+from app.store.base import AlreadyExists, BenchQuery, IdempotencyRecord, ItemNotFound, Page, Store
 from app.versioning import VersionExpectation
 
-ENTITY = "bench"
+AUDIT: AuditTrail[Bench] = AuditTrail("bench", lambda bench: bench.bench_id, Bench.audited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +40,6 @@ class NewBench:
     capabilities: frozenset[str]
     labels: dict[str, str]
     heartbeat_interval_s: int
-
-
-def _entry(bench: Bench, actor: Actor, action: str, before: Bench | None) -> HistoryEntry:
-    return record_change(
-        entity_type=ENTITY,
-        entity_id=bench.bench_id,
-        version=bench.version,
-        at=bench.updated_at,
-        actor=actor,
-        action=action,
-        before=None if before is None else before.audited(),
-        after=bench.audited(),
-    )
 
 
 class BenchService:
@@ -76,7 +66,7 @@ class BenchService:
         )
 
         async def create(record: IdempotencyRecord | None) -> Bench:
-            entry = _entry(bench, actor, "created", None)
+            entry = AUDIT.entry(bench, actor, "created", None)
             try:
                 await self._store.benches.create(bench, entry, record)
             except AlreadyExists as error:
@@ -98,24 +88,33 @@ class BenchService:
             raise NotFound(f"bench {bench_id!r} does not exist")
         return bench
 
-    async def list(
-        self, query: BenchQuery, status: Liveness | None, limit: int, after: str | None
+    async def find(
+        self,
+        *,
+        capabilities: frozenset[str] = frozenset(),
+        type: str | None = None,
+        admin_state: AdminState | None = None,
+        status: Liveness | None = None,
+        limit: int,
+        after: str | None,
     ) -> Page[Bench]:
-        """Liveness depends on the clock, so it is filtered here, page by page."""
+        """Benches with every capability and the given type, admin state and liveness.
+        Liveness depends on the clock, so it is filtered here, page by page."""
+        query = BenchQuery(
+            capabilities=capabilities,
+            type=type,
+            admin_state=None if admin_state is None else admin_state.value,
+        )
         if status is None:
             return await self._store.benches.find(query, limit, after)
         now = self._clock.now()
-        found: list[Bench] = []
-        while True:
-            page = await self._store.benches.find(query, limit, after)
-            for bench in page.items:
-                if bench.liveness(now) is status:
-                    found.append(bench)
-                    if len(found) == limit:
-                        return Page(found, bench.bench_id)
-            if page.next_after is None:
-                return Page(found, None)
-            after = page.next_after
+        return await filtered_page(
+            lambda size, start: self._store.benches.find(query, size, start),
+            lambda bench: bench.liveness(now) is status,
+            lambda bench: bench.bench_id,
+            limit,
+            after,
+        )
 
     async def update(
         self,
@@ -161,10 +160,7 @@ class BenchService:
     async def record_heartbeat(
         self, bench_id: str, principal: Principal, agent_version: str, details: dict[str, Any]
     ) -> Bench:
-        if principal.role is Role.AGENT and principal.bench_id != bench_id:
-            raise Forbidden(f"this agent token belongs to bench {principal.bench_id!r}")
-        if principal.role not in (Role.AGENT, Role.ADMIN):
-            raise Forbidden("only the bench's agent or an admin posts heartbeats")
+        check_may_report_for(principal, bench_id)
         heartbeat = Heartbeat(at=self._clock.now(), agent_version=agent_version, details=details)
         try:
             return await self._store.benches.record_heartbeat(bench_id, heartbeat)
@@ -173,7 +169,9 @@ class BenchService:
 
     async def history(self, bench_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
         await self.get(bench_id)
-        return await self._store.history.find(ENTITY, bench_id, limit, after)
+        return await self._store.history.find(
+            AUDIT.entity_type, bench_id, limit, after, now=self._clock.now()
+        )
 
     async def _change(
         self,
@@ -184,7 +182,7 @@ class BenchService:
         action: str,
     ) -> Bench:
         async def write(before: Bench, after: Bench) -> None:
-            entry = _entry(after, actor, action, before)
+            entry = AUDIT.entry(after, actor, action, before)
             await self._store.benches.update(before, after, entry)
 
         return await change_versioned(

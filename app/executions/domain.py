@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from app.errors import Conflict
+from app.errors import Conflict, Forbidden
+from app.identity import Principal, Role
 
 COMMIT_SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 # A DynamoDB transaction holds 100 items. The largest change sets are creating a run
@@ -343,3 +344,27 @@ def verdict(tasks: Sequence[Task]) -> ExecutionStatus | None:
 def timed_out(execution: Execution, now: datetime) -> bool:
     deadline = execution.deadline
     return execution.status is ExecutionStatus.RUNNING and deadline is not None and now >= deadline
+
+
+# --- who may act on whose runs -----------------------------------------------------------
+
+
+def check_may_launch(principal: Principal, reservation_owner: str) -> None:
+    """Users start runs on their own reservations; CI and admins on any."""
+    if principal.role is Role.USER and reservation_owner != principal.subject:
+        raise Forbidden("users may only run executions on their own reservations")
+
+
+def check_may_report(principal: Principal, execution: Execution) -> None:
+    if principal.role in (Role.CI, Role.ADMIN):
+        return
+    if principal.role is Role.AGENT and principal.bench_id == execution.bench_id:
+        return
+    if principal.role is Role.USER and principal.subject == execution.created_by:
+        return
+    raise Forbidden("only CI, admins, the bench's agent or its creator change an execution")
+
+
+def check_may_claim(principal: Principal, bench_id: str) -> None:
+    if principal.role is not Role.AGENT or principal.bench_id != bench_id:
+        raise Forbidden(f"only the agent of bench {bench_id!r} claims its tasks")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from app.benches.domain import BENCH_ID_PATTERN
-from app.deps import ActorDep, ClockDep, SettingsDep, StoreDep
-from app.errors import InvalidInput
+from app.deps import ActorDep
+from app.deps import ExecutionServiceDep as ServiceDep
+from app.executions.auth import Agent, Launcher, LeaseHolder, Reader, Reporter
 from app.executions.domain import ExecutionStatus, TaskSpec
 from app.executions.schemas import (
     ExecutionCreate,
@@ -22,27 +22,16 @@ from app.executions.schemas import (
 )
 from app.executions.service import ExecutionService, NewExecution
 from app.history.schemas import HistoryEntryOut, history_page
-from app.http.auth import PrincipalDep, require_roles
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep
 from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
-from app.identity import Principal, Role
-from app.store.base import ExecutionQuery
 
 router = APIRouter(tags=["executions"], dependencies=[RATE_LIMITED])
 
 IdPath = Annotated[str, Path(min_length=1, max_length=80)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
-Launcher = Annotated[Principal, Depends(require_roles(Role.CI, Role.USER, Role.ADMIN))]
-
-
-def execution_service(store: StoreDep, clock: ClockDep, settings: SettingsDep) -> ExecutionService:
-    return ExecutionService(store, clock, timedelta(seconds=settings.task_lease_s))
-
-
-ServiceDep = Annotated[ExecutionService, Depends(execution_service)]
 
 
 @router.post(
@@ -90,16 +79,13 @@ async def create_execution(
 async def list_executions(
     service: ServiceDep,
     pager: PagerDep,
-    _: PrincipalDep,
+    _: Reader,
     reservation_id: Annotated[str | None, Query(max_length=64)] = None,
     bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
     status: ExecutionStatus | None = None,
 ) -> PageOut[ExecutionOut]:
     """Filter by reservation, bench or status (at least one; each is an index)."""
-    if reservation_id is None and bench_id is None and status is None:
-        raise InvalidInput("filter by reservation_id, bench_id or status")
-    query = ExecutionQuery(reservation_id=reservation_id, bench_id=bench_id, status=status)
-    return await _page(service, pager, query)
+    return await _page(service, pager, reservation_id, bench_id, status)
 
 
 @router.get(
@@ -109,20 +95,26 @@ async def list_executions(
     tags=["reservations"],
 )
 async def list_reservation_executions(
-    reservation_id: IdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+    reservation_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[ExecutionOut]:
-    return await _page(service, pager, ExecutionQuery(reservation_id=reservation_id))
+    return await _page(service, pager, reservation_id, None, None)
 
 
 async def _page(
-    service: ExecutionService, pager: PagerDep, query: ExecutionQuery
+    service: ExecutionService,
+    pager: PagerDep,
+    reservation_id: str | None,
+    bench_id: str | None,
+    status: ExecutionStatus | None,
 ) -> PageOut[ExecutionOut]:
-    filters = {
-        "reservation_id": query.reservation_id,
-        "bench_id": query.bench_id,
-        "status": query.status,
-    }
-    page = await service.find(query, pager.limit, pager.start_after("executions", filters))
+    filters = {"reservation_id": reservation_id, "bench_id": bench_id, "status": status}
+    page = await service.find(
+        reservation_id=reservation_id,
+        bench_id=bench_id,
+        status=status,
+        limit=pager.limit,
+        after=pager.start_after("executions", filters),
+    )
     return PageOut[ExecutionOut](
         items=[ExecutionOut.of(execution) for execution in page.items],
         next_cursor=pager.next_cursor("executions", filters, page.next_after),
@@ -135,7 +127,7 @@ async def _page(
 async def get_execution(
     execution_id: IdPath,
     service: ServiceDep,
-    _: PrincipalDep,
+    _: Reader,
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     execution, tasks = await service.get(execution_id)
@@ -153,6 +145,7 @@ async def update_execution(
     service: ServiceDep,
     actor: ActorDep,
     expectation: IfMatchDep,
+    _: Reporter,
 ) -> JSONResponse:
     """Report status (along the state machine), artifacts and a summary."""
     execution, tasks = await service.update(
@@ -172,7 +165,11 @@ async def update_execution(
     operation_id="cancel_execution",
 )
 async def cancel_execution(
-    execution_id: IdPath, service: ServiceDep, actor: ActorDep, expectation: OptionalIfMatchDep
+    execution_id: IdPath,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: OptionalIfMatchDep,
+    _: Reporter,
 ) -> JSONResponse:
     execution, tasks = await service.cancel(execution_id, expectation, actor)
     return resource_response(ExecutionOut.of(execution, tasks), execution.version)
@@ -184,7 +181,7 @@ async def cancel_execution(
     operation_id="list_execution_history",
 )
 async def list_execution_history(
-    execution_id: IdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+    execution_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[HistoryEntryOut]:
     return await history_page(
         pager,
@@ -200,7 +197,9 @@ async def list_execution_history(
     tags=["tasks"],
     responses={204: {"description": "nothing to do now"}},
 )
-async def claim_task(bench_id: BenchIdPath, service: ServiceDep, actor: ActorDep) -> Response:
+async def claim_task(
+    bench_id: BenchIdPath, service: ServiceDep, actor: ActorDep, _: Agent
+) -> Response:
     """The bench's agent leases its next task; 204 when there is none."""
     task = await service.claim_next(bench_id, actor)
     if task is None:
@@ -212,7 +211,7 @@ async def claim_task(bench_id: BenchIdPath, service: ServiceDep, actor: ActorDep
 async def get_task(
     task_id: IdPath,
     service: ServiceDep,
-    _: PrincipalDep,
+    _: Reader,
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     task = await service.get_task(task_id)
@@ -226,7 +225,7 @@ async def get_task(
     tags=["tasks"],
 )
 async def list_task_history(
-    task_id: IdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+    task_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[HistoryEntryOut]:
     """Claims, lease extensions, completions, failures and expiries, with who and when."""
     return await history_page(
@@ -242,7 +241,9 @@ async def list_task_history(
     operation_id="heartbeat_task",
     tags=["tasks"],
 )
-async def heartbeat_task(task_id: IdPath, service: ServiceDep, actor: ActorDep) -> JSONResponse:
+async def heartbeat_task(
+    task_id: IdPath, service: ServiceDep, actor: ActorDep, _: LeaseHolder
+) -> JSONResponse:
     """Extend the lease (lease holder only; 409 once it has expired)."""
     task = await service.heartbeat(task_id, actor)
     return resource_response(TaskOut.of(task), task.version)
@@ -255,7 +256,7 @@ async def heartbeat_task(task_id: IdPath, service: ServiceDep, actor: ActorDep) 
     tags=["tasks"],
 )
 async def complete_task(
-    task_id: IdPath, body: TaskComplete, service: ServiceDep, actor: ActorDep
+    task_id: IdPath, body: TaskComplete, service: ServiceDep, actor: ActorDep, _: LeaseHolder
 ) -> JSONResponse:
     task = await service.complete(task_id, body.result, actor)
     return resource_response(TaskOut.of(task), task.version)
@@ -265,7 +266,7 @@ async def complete_task(
     "/v1/tasks/{task_id}/fail", response_model=TaskOut, operation_id="fail_task", tags=["tasks"]
 )
 async def fail_task(
-    task_id: IdPath, body: TaskFail, service: ServiceDep, actor: ActorDep
+    task_id: IdPath, body: TaskFail, service: ServiceDep, actor: ActorDep, _: LeaseHolder
 ) -> JSONResponse:
     task = await service.fail(task_id, body.error, body.retryable, actor)
     return resource_response(TaskOut.of(task), task.version)

@@ -3,13 +3,13 @@ set conditioned on every version it read: a lost race is retried on fresh state.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from app.clock import Clock
-from app.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable
+from app.errors import Conflict, InvalidInput, NotFound
 from app.executions.domain import (
     Execution,
     ExecutionStatus,
@@ -17,6 +17,9 @@ from app.executions.domain import (
     TaskSpec,
     TaskStatus,
     cancel_task,
+    check_may_claim,
+    check_may_launch,
+    check_may_report,
     claim,
     complete,
     expire,
@@ -28,13 +31,15 @@ from app.executions.domain import (
     transition,
     verdict,
 )
-from app.history.domain import HistoryEntry, record_change
-from app.idempotency import IdempotencyClaim, IdempotencyRecord, create_once
-from app.identity import Actor, Principal, Role
+from app.history.domain import AuditTrail, HistoryEntry
+from app.identity import Actor
 from app.ids import sortable_uuid
+from app.kit.concurrency import retrying, stale
+from app.kit.idempotency import IdempotencyClaim, create_once
 from app.reservations.domain import ReservationStatus
 from app.store.base import (
     ExecutionQuery,
+    IdempotencyRecord,
     ItemNotFound,
     Page,
     ReservationQuery,
@@ -43,10 +48,6 @@ from app.store.base import (
     Write,
 )
 from app.versioning import VersionExpectation
-
-EXECUTION = "execution"
-TASK = "task"
-MAX_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,29 +71,14 @@ class ChangeSet:
         self, before: Execution, after: Execution, actor: Actor, action: str
     ) -> None:
         self.executions.append(Write(before, after))
-        self.entries.append(_execution_entry(after, actor, action, before))
+        self.entries.append(EXECUTION_AUDIT.entry(after, actor, action, before))
 
     def change_task(self, before: Task, after: Task, actor: Actor, action: str) -> None:
         self.tasks.append(Write(before, after))
-        self.entries.append(_task_entry(after, actor, action, before))
+        self.entries.append(TASK_AUDIT.entry(after, actor, action, before))
 
     def check_task(self, task: Task) -> None:
         self.tasks.append(Write(task, None))
-
-
-def _execution_entry(
-    execution: Execution, actor: Actor, action: str, before: Execution | None
-) -> HistoryEntry:
-    return record_change(
-        entity_type=EXECUTION,
-        entity_id=execution.execution_id,
-        version=execution.version,
-        at=execution.updated_at,
-        actor=actor,
-        action=action,
-        before=None if before is None else before.snapshot(),
-        after=execution.snapshot(),
-    )
 
 
 def _task_snapshot(task: Task) -> dict[str, Any]:
@@ -105,17 +91,10 @@ def _task_snapshot(task: Task) -> dict[str, Any]:
     }
 
 
-def _task_entry(task: Task, actor: Actor, action: str, before: Task | None) -> HistoryEntry:
-    return record_change(
-        entity_type=TASK,
-        entity_id=task.task_id,
-        version=task.version,
-        at=task.updated_at,
-        actor=actor,
-        action=action,
-        before=None if before is None else _task_snapshot(before),
-        after=_task_snapshot(task),
-    )
+EXECUTION_AUDIT: AuditTrail[Execution] = AuditTrail(
+    "execution", lambda execution: execution.execution_id, Execution.snapshot
+)
+TASK_AUDIT: AuditTrail[Task] = AuditTrail("task", lambda task: task.task_id, _task_snapshot)
 
 
 def settle(
@@ -145,16 +124,6 @@ def settle(
     return finished
 
 
-async def _retrying(attempt: Callable[[], Awaitable[Any]], what: str) -> Any:
-    """Run a read-decide-write ``attempt`` again when a version it read moved."""
-    for _ in range(MAX_ATTEMPTS):
-        try:
-            return await attempt()
-        except VersionMismatch:
-            continue
-    raise Unavailable(f"{what} is changing too fast; retry", retry_after_s=1)
-
-
 class ExecutionService:
     def __init__(self, store: Store, clock: Clock, lease: timedelta) -> None:
         self._store = store
@@ -174,8 +143,7 @@ class ExecutionService:
         if reservation is None:
             raise NotFound(f"reservation {spec.reservation_id!r} does not exist")
         principal = actor.principal
-        if principal.role is Role.USER and reservation.user_id != principal.subject:
-            raise Forbidden("users may only run executions on their own reservations")
+        check_may_launch(principal, reservation.user_id)
         status = reservation.status(now)
         if status not in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE):
             raise Conflict(
@@ -196,11 +164,11 @@ class ExecutionService:
         )
 
         async def store_new(record: IdempotencyRecord | None) -> Execution:
-            entries = [_execution_entry(execution, actor, "created", None)]
-            entries += [_task_entry(task, actor, "created", None) for task in tasks]
-            await self._store.executions.apply(
-                [Write(None, execution)], [Write(None, task) for task in tasks], entries, record
-            )
+            entries = [EXECUTION_AUDIT.entry(execution, actor, "created", None)]
+            entries += [TASK_AUDIT.entry(task, actor, "created", None) for task in tasks]
+            changes = ChangeSet([Write(None, execution)], [Write(None, task) for task in tasks])
+            changes.entries += entries
+            await self._commit(changes, record=record)
             return execution
 
         stored, replayed = await create_once(
@@ -221,12 +189,26 @@ class ExecutionService:
             raise NotFound(f"execution {execution_id!r} does not exist")
         return execution, await self._store.executions.get_tasks(execution.task_ids)
 
-    async def find(self, query: ExecutionQuery, limit: int, after: str | None) -> Page[Execution]:
+    async def find(
+        self,
+        *,
+        reservation_id: str | None = None,
+        bench_id: str | None = None,
+        status: ExecutionStatus | None = None,
+        limit: int,
+        after: str | None,
+    ) -> Page[Execution]:
+        """Runs of a reservation, a bench or in a status: at least one (each is an index)."""
+        if reservation_id is None and bench_id is None and status is None:
+            raise InvalidInput("filter by reservation_id, bench_id or status")
+        query = ExecutionQuery(reservation_id=reservation_id, bench_id=bench_id, status=status)
         return await self._store.executions.find(query, limit, after)
 
     async def history(self, execution_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
         await self.get(execution_id)
-        return await self._store.history.find(EXECUTION, execution_id, limit, after)
+        return await self._store.history.find(
+            EXECUTION_AUDIT.entity_type, execution_id, limit, after, now=self._clock.now()
+        )
 
     async def update(
         self,
@@ -243,9 +225,9 @@ class ExecutionService:
         async def attempt() -> tuple[Execution, list[Task]]:
             now = self._clock.now()
             execution, tasks = await self.get(execution_id)
-            self._check_may_report(actor.principal, execution)
+            check_may_report(actor.principal, execution)
             if expectation is not None and not expectation.allows(execution.version):
-                raise _stale(execution.version)
+                raise stale(_what(execution_id), execution.version)
             after = report(
                 execution,
                 status=status,
@@ -261,11 +243,10 @@ class ExecutionService:
                     if not task.status.is_terminal:
                         changes.change_task(task, cancel_task(task, now), actor, "cancelled")
             changes.change_execution(execution, after, actor, "updated")
-            await self._apply(changes, expectation)
+            await self._commit(changes, expectation=expectation)
             return after, await self._store.executions.get_tasks(after.task_ids)
 
-        result: tuple[Execution, list[Task]] = await _retrying(attempt, "the execution")
-        return result
+        return await retrying(attempt, _what(execution_id))
 
     async def cancel(
         self, execution_id: str, expectation: VersionExpectation | None, actor: Actor
@@ -281,38 +262,56 @@ class ExecutionService:
 
     async def time_out(self, execution: Execution, actor: Actor) -> Execution | None:
         """Housekeeping: end a run that outlived its time budget. None if it need not."""
-        now = self._clock.now()
-        if not timed_out(execution, now):
-            return None
-        tasks = await self._store.executions.get_tasks(execution.task_ids)
-        changes = ChangeSet()
-        after = transition(execution, ExecutionStatus.TIMED_OUT, now)
-        changes.change_execution(execution, after, actor, "timed_out")
-        for task in tasks:
-            if not task.status.is_terminal:
-                changes.change_task(task, cancel_task(task, now), actor, "cancelled")
-        await self._store.executions.apply(changes.executions, changes.tasks, changes.entries)
-        return after
+        seen = execution
 
-    def _check_may_report(self, principal: Principal, execution: Execution) -> None:
-        if principal.role in (Role.CI, Role.ADMIN):
-            return
-        if principal.role is Role.AGENT and principal.bench_id == execution.bench_id:
-            return
-        if principal.role is Role.USER and principal.subject == execution.created_by:
-            return
-        raise Forbidden("only CI, admins, the bench's agent or its creator change an execution")
+        async def attempt() -> Execution | None:
+            nonlocal seen
+            now = self._clock.now()
+            if not timed_out(seen, now):
+                return None
+            tasks = await self._store.executions.get_tasks(seen.task_ids)
+            changes = ChangeSet()
+            after = transition(seen, ExecutionStatus.TIMED_OUT, now)
+            changes.change_execution(seen, after, actor, "timed_out")
+            for task in tasks:
+                if not task.status.is_terminal:
+                    changes.change_task(task, cancel_task(task, now), actor, "cancelled")
+            try:
+                await self._commit(changes)
+            except VersionMismatch as moved:
+                # The run (or a task) moved meanwhile: decide again from the stored run.
+                current = await self._store.executions.get(execution.execution_id)
+                if current is None:
+                    return None
+                seen = current
+                raise moved
+            return after
 
-    async def _apply(self, changes: ChangeSet, expectation: VersionExpectation | None) -> None:
+        return await retrying(attempt, _what(execution.execution_id))
+
+    async def _commit(
+        self,
+        changes: ChangeSet,
+        *,
+        expectation: VersionExpectation | None = None,
+        record: IdempotencyRecord | None = None,
+    ) -> None:
+        """Every change set goes through here: one atomic apply, its outcomes in our terms.
+
+        A VersionMismatch passes through for ``retrying`` to decide again, unless the
+        client named a version with If-Match: then the moved execution is a 412.
+        """
         try:
-            await self._store.executions.apply(changes.executions, changes.tasks, changes.entries)
+            await self._store.executions.apply(
+                changes.executions, changes.tasks, changes.entries, record
+            )
         except VersionMismatch as moved:
             if (
                 expectation is not None
                 and not expectation.any_version
                 and isinstance(moved.current, Execution)
             ):
-                raise _stale(moved.current.version) from moved
+                raise stale(_what(moved.current.execution_id), moved.current.version) from moved
             raise
         except ItemNotFound as gone:
             raise NotFound(str(gone)) from gone
@@ -322,8 +321,7 @@ class ExecutionService:
     async def claim_next(self, bench_id: str, actor: Actor) -> Task | None:
         """Lease the next pending task of a run on this bench's active reservation."""
         principal = actor.principal
-        if principal.role is not Role.AGENT or principal.bench_id != bench_id:
-            raise Forbidden(f"only the agent of bench {bench_id!r} claims its tasks")
+        check_may_claim(principal, bench_id)
 
         async def attempt() -> Task | None:
             now = self._clock.now()
@@ -338,14 +336,11 @@ class ExecutionService:
                 if execution.status is ExecutionStatus.QUEUED:
                     started = transition(execution, ExecutionStatus.RUNNING, now)
                     changes.change_execution(execution, started, actor, "started")
-                await self._store.executions.apply(
-                    changes.executions, changes.tasks, changes.entries
-                )
+                await self._commit(changes)
                 return leased
             return None
 
-        leased: Task | None = await _retrying(attempt, "the task queue")
-        return leased
+        return await retrying(attempt, f"the task queue of bench {bench_id!r}")
 
     async def _runnable(self, bench_id: str, now: datetime) -> list[Execution]:
         """Queued or running executions of the reservation active on the bench now."""
@@ -383,11 +378,10 @@ class ExecutionService:
             extended = extend(task, actor.subject, self._clock.now(), self._lease)
             changes = ChangeSet()
             changes.change_task(task, extended, actor, "lease_extended")
-            await self._store.executions.apply([], changes.tasks, changes.entries)
+            await self._commit(changes)
             return extended
 
-        result: Task = await _retrying(attempt, "the task")
-        return result
+        return await retrying(attempt, f"task {task_id!r}")
 
     async def complete(self, task_id: str, result: dict[str, Any], actor: Actor) -> Task:
         return await self._finish(
@@ -436,18 +430,19 @@ class ExecutionService:
             settled = settle(changes, execution, tasks, after, actor, now)
             if settled is not execution:
                 changes.change_execution(execution, settled, actor, "verdict")
-            await self._store.executions.apply(changes.executions, changes.tasks, changes.entries)
+            await self._commit(changes)
             return after
 
-        result: Task = await _retrying(attempt, "the task")
-        return result
+        return await retrying(attempt, f"task {task_id!r}")
 
     async def get_task(self, task_id: str) -> Task:
         return await self._task(task_id)
 
     async def task_history(self, task_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
         await self._task(task_id)
-        return await self._store.history.find(TASK, task_id, limit, after)
+        return await self._store.history.find(
+            TASK_AUDIT.entity_type, task_id, limit, after, now=self._clock.now()
+        )
 
     async def _task(self, task_id: str) -> Task:
         task = await self._store.executions.get_task(task_id)
@@ -456,7 +451,5 @@ class ExecutionService:
         return task
 
 
-def _stale(version: int) -> PreconditionFailed:
-    return PreconditionFailed(
-        f"the execution is at version {version}; re-read it and retry with its ETag", version
-    )
+def _what(execution_id: str) -> str:
+    return f"execution {execution_id!r}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from app.identity import Actor
 
@@ -52,3 +53,36 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, A
         for key in sorted(set(before) | set(after))
         if before.get(key) != after.get(key)
     }
+
+
+class Audited(Protocol):
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+A = TypeVar("A", bound=Audited)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditTrail(Generic[A]):
+    """How one kind of resource is written into history: its entity type, its id, and the
+    fields an entry compares between versions."""
+
+    entity_type: str
+    id_of: Callable[[A], str]
+    snapshot: Callable[[A], dict[str, Any]]
+
+    def entry(self, after: A, actor: Actor, action: str, before: A | None) -> HistoryEntry:
+        return record_change(
+            entity_type=self.entity_type,
+            entity_id=self.id_of(after),
+            version=after.version,
+            at=after.updated_at,
+            actor=actor,
+            action=action,
+            before=None if before is None else self.snapshot(before),
+            after=self.snapshot(after),
+        )

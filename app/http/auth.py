@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, TypeAdapter, model_validator
 
 from app.http.exceptions import ProblemException
+from app.http.state import http_state
 from app.identity import Principal, Role
 
 
@@ -72,7 +73,7 @@ def current_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-    registry: TokenRegistry = request.app.state.tokens
+    registry = http_state(request).tokens
     principal = registry.authenticate(token.strip())
     if principal is None:
         raise _unauthorized("the token is not known")
@@ -96,9 +97,6 @@ def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
         return principal
 
     return check
-
-
-AdminDep = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 
 
 def write_dev_tokens(tokens_file: Path, env_file: Path) -> dict[str, str] | None:

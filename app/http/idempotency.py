@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Header
 from pydantic import BaseModel
 
-from app.idempotency import IdempotencyClaim
 from app.identity import Principal
+from app.kit.idempotency import IdempotencyClaim
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 

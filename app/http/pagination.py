@@ -19,6 +19,7 @@ from fastapi import Depends, Query, Request
 from pydantic import BaseModel
 
 from app.http.exceptions import ProblemException
+from app.http.state import http_state
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -98,7 +99,7 @@ def _pager(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> Pager:
-    codec: CursorCodec = request.app.state.cursor_codec
+    codec = http_state(request).cursor_codec
     return Pager(codec=codec, limit=limit, cursor=cursor)
 
 

@@ -18,7 +18,6 @@ from starlette.types import Scope
 from app import errors
 from app.http.etag import etag_for
 from app.http.exceptions import ProblemException
-from app.store.base import StoreUnavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://bench-orchestrator.dev/problems/"
@@ -85,22 +84,15 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def _app_error_response(request: Request, error: errors.AppError) -> JSONResponse:
+def app_error_response(request: Request, error: errors.AppError) -> JSONResponse:
+    headers: dict[str, str] = {}
     if isinstance(error, errors.PreconditionFailed):
-        return problem_response(
-            request, 412, error.detail, headers={"ETag": etag_for(error.current_version)}
-        )
-    if isinstance(error, errors.Unavailable):
-        return problem_response(
-            request, 503, error.detail, headers={"Retry-After": str(error.retry_after_s)}
-        )
-    status = {
-        errors.NotFound: 404,
-        errors.Conflict: 409,
-        errors.Forbidden: 403,
-        errors.InvalidInput: 422,
-    }.get(type(error), 500)
-    return problem_response(request, status, error.detail, **error.extensions)
+        headers["ETag"] = etag_for(error.current_version)
+    elif isinstance(error, errors.Unavailable):
+        headers["Retry-After"] = str(error.retry_after_s)
+    return problem_response(
+        request, error.status, error.detail, headers=headers or None, **error.extensions
+    )
 
 
 def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
@@ -137,7 +129,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.AppError)
-        return _app_error_response(request, exc)
+        if exc.status >= 500:
+            logger.warning("%s: %s", type(exc).__name__, exc.detail)
+        return app_error_response(request, exc)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -158,12 +152,6 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
         return problem_response(request, exc.status_code, str(exc.detail), headers=headers)
 
-    async def on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        logger.warning("store unavailable: %s", exc)
-        return problem_response(
-            request, 503, "the store is unavailable; retry later", headers={"Retry-After": "1"}
-        )
-
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
         return problem_response(request, 500, "an unexpected error occurred; it has been logged")
@@ -172,5 +160,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(StoreUnavailable, on_store_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

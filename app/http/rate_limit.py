@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from app.http.auth import PrincipalDep
 from app.http.exceptions import ProblemException
+from app.http.state import http_state
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class RateLimiter:
 
 
 def _rate_limited(request: Request, principal: PrincipalDep) -> None:
-    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter = http_state(request).rate_limiter
     wait = limiter.retry_after(principal.subject, time.monotonic())
     if wait > 0:
         raise ProblemException(

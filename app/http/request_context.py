@@ -9,17 +9,24 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
+from typing import Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http.problems import problem_response
 from app.logs import request_id_var
-from app.metrics import Metrics
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 _access_log = logging.getLogger("app.access")
+
+
+class RequestObserver(Protocol):
+    """Where finished requests are counted (the metrics registry, in the app)."""
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None: ...
 
 
 def _is_json(content_type: str) -> bool:
@@ -28,10 +35,16 @@ def _is_json(content_type: str) -> bool:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        observer: Callable[[], RequestObserver | None],
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.metrics = metrics
+        # Asked per request: the registry is built in the lifespan, after the middleware.
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +75,9 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.observe_request(route, scope["method"], status_holder[0], seconds)
+            observer = self.observer()
+            if observer is not None:
+                observer.observe_request(route, scope["method"], status_holder[0], seconds)
             _access_log.info(
                 "request",
                 extra={

@@ -14,7 +14,11 @@ from app.errors import NotFound, PreconditionFailed, Unavailable
 from app.store.base import ItemNotFound, VersionMismatch
 from app.versioning import VersionExpectation
 
-MAX_ATTEMPTS = 5
+# Lost races before giving up with 503. Each lost race means another change committed,
+# so a handful settles any realistic burst (20 agents claiming at once included).
+MAX_ATTEMPTS = 8
+
+T = TypeVar("T")
 
 
 class Versioned(Protocol):
@@ -25,10 +29,24 @@ class Versioned(Protocol):
 V = TypeVar("V", bound=Versioned)
 
 
-def _stale(version: int) -> PreconditionFailed:
+def stale(what: str, version: int) -> PreconditionFailed:
     return PreconditionFailed(
-        f"the resource is at version {version}; re-read it and retry with its ETag", version
+        f"{what} is at version {version}; re-read it and retry with its ETag", version
     )
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a read-decide-conditional-write ``attempt`` again when a version it read moved.
+
+    ``attempt`` re-reads everything it decides from; a VersionMismatch it lets through
+    means "decide again on fresh state". Anything else ends the loop.
+    """
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            return await attempt()
+        except VersionMismatch:
+            continue
+    raise Unavailable(f"{what} is changing too fast to update; retry", retry_after_s=1)
 
 
 async def change_versioned(
@@ -39,13 +57,15 @@ async def change_versioned(
     expectation: VersionExpectation | None,
     what: str,
 ) -> V:
-    """Returns the stored result; ``decide`` returning its argument means "no change"."""
-    for _ in range(MAX_ATTEMPTS):
+    """One versioned item: returns the stored result; ``decide`` returning its argument
+    means "no change"."""
+
+    async def attempt() -> V:
         current = await load()
         if current is None:
             raise NotFound(f"{what} does not exist")
         if expectation is not None and not expectation.allows(current.version):
-            raise _stale(current.version)
+            raise stale(what, current.version)
         updated = decide(current)
         if updated is current:
             return current
@@ -55,7 +75,8 @@ async def change_versioned(
             raise NotFound(f"{what} does not exist") from error
         except VersionMismatch as mismatch:
             if expectation is not None and not expectation.any_version:
-                raise _stale(mismatch.current.version) from mismatch
-            continue
+                raise stale(what, mismatch.current.version) from mismatch
+            raise
         return updated
-    raise Unavailable(f"{what} is changing too fast to update; retry", retry_after_s=1)
+
+    return await retrying(attempt, what)

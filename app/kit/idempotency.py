@@ -15,19 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from app.errors import AppError, InvalidInput
+from app.store.base import IdempotencyKeyTaken, IdempotencyRecord
 
 KEY_RETENTION = timedelta(hours=24)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    key: str  # "<caller subject>\n<operation>\n<client key>"
-    fingerprint: str  # of the request body: the same key with another body is refused
-    resource_id: str
-    created_at: datetime
-    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +45,6 @@ class IdempotencyClaim:
             created_at=now,
             expires_at=now + KEY_RETENTION,
         )
-
-
-class IdempotencyKeyTaken(Exception):
-    """Raised by a store when a create's key record already exists (and is not expired)."""
-
-    def __init__(self, record: IdempotencyRecord) -> None:
-        super().__init__(record.key)
-        self.record = record
 
 
 async def create_once(

@@ -1,13 +1,12 @@
-"""Liveness and readiness probes (no authentication: load balancers call them)."""
+"""Liveness and readiness probes and the metrics endpoint (no authentication: load
+balancers and Prometheus call them)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.deps import ClockDep, StoreDep
-from app.errors import Unavailable
-from app.store.base import StoreUnavailable
+from app.deps import StateDep
 
 router = APIRouter(tags=["health"])
 
@@ -18,17 +17,14 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", operation_id="readyz", responses={503: {"description": "store down"}})
-async def readyz(store: StoreDep) -> dict[str, str]:
-    try:
-        await store.ping()
-    except StoreUnavailable as error:
-        raise Unavailable(f"the store is not reachable: {error}", retry_after_s=5) from error
+async def readyz(state: StateDep) -> dict[str, str]:
+    # A store that does not answer is a 503 like on any other route (main.py).
+    await state.store.ping()
     return {"status": "ready"}
 
 
 @router.get("/metrics", operation_id="metrics", response_class=Response)
-async def metrics(request: Request, store: StoreDep, clock: ClockDep) -> Response:
+async def metrics(state: StateDep) -> Response:
     """Prometheus text format: requests, latency, conflicts, store cost, liveness, queue."""
-    registry = request.app.state.metrics
-    await registry.refresh_gauges(store, clock)
-    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+    await state.metrics.refresh_gauges(state.store, state.clock)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

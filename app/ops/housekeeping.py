@@ -8,20 +8,17 @@ import logging
 import random
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 
-from app.benches.service import BenchService
 from app.clock import Clock
+from app.deps import bench_service, execution_service, reservation_service
 from app.errors import AppError
 from app.executions.domain import ExecutionStatus
-from app.executions.service import ExecutionService
 from app.identity import Actor, Principal, Role
-from app.metrics import Metrics
-from app.reservations.service import ReservationService
+from app.ops.metrics import Metrics
 from app.settings import Settings
-from app.store.base import BenchQuery, ExecutionQuery, Store, StoreError
+from app.store.base import Store, StoreError
 
-logger = logging.getLogger("app.housekeeping")
+logger = logging.getLogger("app.ops.housekeeping")
 
 HOUSEKEEPER = Principal("housekeeping", Role.ADMIN)
 # One pass handles at most this many items of each kind; the next pass continues.
@@ -38,24 +35,28 @@ class HousekeepingReport:
 
 
 class Housekeeper:
-    def __init__(self, store: Store, clock: Clock, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
-        self._executions = ExecutionService(store, clock, timedelta(seconds=settings.task_lease_s))
-        self._reservations = ReservationService(
-            store, clock, timedelta(hours=settings.max_reservation_hours)
-        )
-        self._benches = BenchService(store, clock)
+        self._metrics = metrics
+        self._executions = execution_service(store, clock, settings)
+        self._reservations = reservation_service(store, clock, settings)
+        self._benches = bench_service(store, clock)
 
     async def run_once(self) -> HousekeepingReport:
         actor = Actor(HOUSEKEEPER, request_id=f"housekeeping-{uuid.uuid4()}")
-        return HousekeepingReport(
+        report = HousekeepingReport(
             leases_expired=await self._expire_leases(actor),
             executions_timed_out=await self._time_out_executions(actor),
             reservations_completed=await self._complete_reservations(actor),
             liveness_changes_recorded=await self._record_liveness(actor),
             expired_records_purged=await self._store.purge_expired(self._clock.now()),
         )
+        if self._metrics is not None:
+            self._metrics.count_housekeeping(asdict(report))
+        return report
 
     async def _complete_reservations(self, actor: Actor) -> int:
         completed = 0
@@ -71,7 +72,7 @@ class Housekeeper:
         recorded = 0
         after: str | None = None
         while True:
-            page = await self._store.benches.find(BenchQuery(), 100, after)
+            page = await self._benches.find(limit=100, after=after)
             for bench in page.items:
                 try:
                     if await self._benches.record_liveness(bench, actor) is not None:
@@ -97,8 +98,8 @@ class Housekeeper:
         after: str | None = None
         seen = 0
         while seen < BATCH:
-            page = await self._store.executions.find(
-                ExecutionQuery(status=ExecutionStatus.RUNNING), 100, after
+            page = await self._executions.find(
+                status=ExecutionStatus.RUNNING, limit=100, after=after
             )
             for execution in page.items:
                 seen += 1
@@ -115,9 +116,7 @@ class Housekeeper:
         return timed_out
 
 
-async def run_forever(
-    housekeeper: Housekeeper, interval_s: float, metrics: Metrics | None = None
-) -> None:
+async def run_forever(housekeeper: Housekeeper, interval_s: float) -> None:
     """The loop each API process runs; jittered so replicas do not fire in step."""
     while True:
         await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))
@@ -128,5 +127,3 @@ async def run_forever(
             continue
         if report != HousekeepingReport():
             logger.info("housekeeping", extra={"report": asdict(report)})
-            if metrics is not None:
-                metrics.count_housekeeping(asdict(report))

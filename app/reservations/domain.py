@@ -65,6 +65,14 @@ class Window:
 
 
 @dataclass(frozen=True, slots=True)
+class FreeWindow:
+    """A window free on a bench, as an availability search finds it."""
+
+    bench_id: str
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
 class BookedSlot:
     """A window a reservation holds on its bench's calendar."""
 

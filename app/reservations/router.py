@@ -5,21 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from app.benches.domain import BENCH_ID_PATTERN
 from app.benches.schemas import Capability
-from app.deps import ActorDep, ClockDep, SettingsDep, StoreDep
+from app.deps import ActorDep
+from app.deps import ReservationServiceDep as ServiceDep
 from app.errors import InvalidInput
 from app.history.schemas import HistoryEntryOut, history_page
-from app.http.auth import PrincipalDep, require_roles
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep
 from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
-from app.identity import Principal, Role
+from app.reservations.auth import Booker, Holder, Reader
 from app.reservations.domain import ReservationStatus, Window
 from app.reservations.schemas import (
     AvailabilityOut,
@@ -28,26 +28,15 @@ from app.reservations.schemas import (
     ReservationOut,
     ReservationPatch,
 )
-from app.reservations.service import BookingRequest, ReservationService
-from app.store.base import ReservationQuery
+from app.reservations.service import BookingRequest
 
 router = APIRouter(tags=["reservations"], dependencies=[RATE_LIMITED])
 
 ReservationIdPath = Annotated[str, Path(max_length=64)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
 Instant = Annotated[datetime, Query()]
-Booker = Annotated[Principal, Depends(require_roles(Role.USER, Role.CI, Role.ADMIN))]
 # Without `from`/`to`, calendars and searches cover the next week.
 DEFAULT_RANGE = timedelta(days=7)
-
-
-def reservation_service(
-    store: StoreDep, clock: ClockDep, settings: SettingsDep
-) -> ReservationService:
-    return ReservationService(store, clock, timedelta(hours=settings.max_reservation_hours))
-
-
-ServiceDep = Annotated[ReservationService, Depends(reservation_service)]
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -97,7 +86,7 @@ async def create_reservation(
 async def list_reservations(
     service: ServiceDep,
     pager: PagerDep,
-    principal: PrincipalDep,
+    principal: Reader,
     user_id: Annotated[
         str | None, Query(max_length=200, description="`me` means the caller")
     ] = None,
@@ -118,10 +107,13 @@ async def list_reservations(
         "to": end,
     }
     page = await service.find(
-        ReservationQuery(bench_id=bench_id, user_id=user_id, ends_after=start, starts_before=end),
-        status,
-        pager.limit,
-        pager.start_after("reservations", filters),
+        user_id=user_id,
+        bench_id=bench_id,
+        status=status,
+        ends_after=start,
+        starts_before=end,
+        limit=pager.limit,
+        after=pager.start_after("reservations", filters),
     )
     now = service.now()
     return PageOut[ReservationOut](
@@ -138,7 +130,7 @@ async def list_reservations(
 async def get_reservation(
     reservation_id: ReservationIdPath,
     service: ServiceDep,
-    _: PrincipalDep,
+    _: Reader,
     if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     reservation = await service.get(reservation_id)
@@ -158,6 +150,7 @@ async def update_reservation(
     service: ServiceDep,
     actor: ActorDep,
     expectation: IfMatchDep,
+    _: Holder,
 ) -> JSONResponse:
     """Move or resize the window, or change the purpose; conflict-checked like a booking."""
     reservation = await service.move(
@@ -181,6 +174,7 @@ async def cancel_reservation(
     service: ServiceDep,
     actor: ActorDep,
     expectation: OptionalIfMatchDep,
+    _: Holder,
 ) -> JSONResponse:
     reservation = await service.cancel(reservation_id, expectation, actor)
     return _render(ReservationOut.of(reservation, service.now()))
@@ -196,6 +190,7 @@ async def release_reservation(
     service: ServiceDep,
     actor: ActorDep,
     expectation: OptionalIfMatchDep,
+    _: Holder,
 ) -> JSONResponse:
     """End an active reservation now; the rest of its window is free at once."""
     reservation = await service.release(reservation_id, expectation, actor)
@@ -208,7 +203,7 @@ async def release_reservation(
     operation_id="list_reservation_history",
 )
 async def list_reservation_history(
-    reservation_id: ReservationIdPath, service: ServiceDep, pager: PagerDep, _: PrincipalDep
+    reservation_id: ReservationIdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[HistoryEntryOut]:
     return await history_page(
         pager,
@@ -227,7 +222,7 @@ async def list_bench_calendar(
     bench_id: BenchIdPath,
     service: ServiceDep,
     pager: PagerDep,
-    _: PrincipalDep,
+    _: Reader,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: Instant | None = None,
 ) -> PageOut[ReservationOut]:
@@ -249,7 +244,7 @@ async def list_bench_calendar(
 @router.get("/v1/availability", response_model=AvailabilityOut, operation_id="find_availability")
 async def find_availability(
     service: ServiceDep,
-    _: PrincipalDep,
+    _: Reader,
     duration: Annotated[timedelta, Query(description="ISO 8601, e.g. PT2H")],
     capability: Annotated[list[Capability], Query(max_length=32)] = [],  # noqa: B006
     bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,

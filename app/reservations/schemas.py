@@ -8,8 +8,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from app.benches.schemas import BenchId, Capability
-from app.reservations.domain import Reservation, ReservationStatus
-from app.reservations.service import FreeWindow
+from app.reservations.domain import FreeWindow, Reservation, ReservationStatus
 
 Purpose = Annotated[str, Field(max_length=500)]
 

@@ -14,15 +14,17 @@ from typing import Any
 
 from app.benches.domain import AdminState, Bench
 from app.clock import Clock
-from app.concurrency import change_versioned
 from app.errors import Conflict, InvalidInput, NotFound
-from app.history.domain import HistoryEntry, record_change
-from app.idempotency import IdempotencyClaim, IdempotencyRecord, create_once
+from app.history.domain import AuditTrail, HistoryEntry
 from app.identity import Actor
 from app.ids import sortable_uuid
+from app.kit.concurrency import change_versioned
+from app.kit.idempotency import IdempotencyClaim, create_once
+from app.kit.paging import filtered_page
 from app.reservations.domain import (
     LONGEST_WINDOW,
     BookedSlot,
+    FreeWindow,
     Reservation,
     ReservationState,
     ReservationStatus,
@@ -38,6 +40,7 @@ from app.reservations.domain import (
 from app.store.base import (
     BenchNotBookable,
     BenchQuery,
+    IdempotencyRecord,
     Page,
     ReservationQuery,
     Store,
@@ -47,7 +50,6 @@ from app.store.base import (
 from app.timeutil import to_iso
 from app.versioning import VersionExpectation
 
-ENTITY = "reservation"
 # A capability booking considers at most this many matching benches.
 MAX_CANDIDATES = 200
 LONGEST_SEARCH = timedelta(days=31)
@@ -61,12 +63,6 @@ class BookingRequest:
     capabilities: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class FreeWindow:
-    bench_id: str
-    window: Window
-
-
 def _snapshot(reservation: Reservation) -> dict[str, Any]:
     return {
         "bench_id": reservation.bench_id,
@@ -78,19 +74,9 @@ def _snapshot(reservation: Reservation) -> dict[str, Any]:
     }
 
 
-def _entry(
-    reservation: Reservation, actor: Actor, action: str, before: Reservation | None
-) -> HistoryEntry:
-    return record_change(
-        entity_type=ENTITY,
-        entity_id=reservation.reservation_id,
-        version=reservation.version,
-        at=reservation.updated_at,
-        actor=actor,
-        action=action,
-        before=None if before is None else _snapshot(before),
-        after=_snapshot(reservation),
-    )
+AUDIT: AuditTrail[Reservation] = AuditTrail(
+    "reservation", lambda reservation: reservation.reservation_id, _snapshot
+)
 
 
 def _slots_problem(slots: list[BookedSlot]) -> list[dict[str, Any]]:
@@ -172,7 +158,7 @@ class ReservationService:
     ) -> Reservation:
         try:
             await self._store.reservations.create(
-                reservation, _entry(reservation, actor, "created", None), record
+                reservation, AUDIT.entry(reservation, actor, "created", None), record
             )
         except WindowTaken as taken:
             raise _window_taken(reservation.bench_id, taken) from taken
@@ -198,7 +184,7 @@ class ReservationService:
             reservation = draft(bench.bench_id)
             try:
                 await self._store.reservations.create(
-                    reservation, _entry(reservation, actor, "created", None), record
+                    reservation, AUDIT.entry(reservation, actor, "created", None), record
                 )
             except WindowTaken as taken:
                 tried.append(
@@ -267,26 +253,30 @@ class ReservationService:
 
     async def find(
         self,
-        query: ReservationQuery,
-        status: ReservationStatus | None,
+        *,
+        user_id: str | None,
+        bench_id: str | None,
+        status: ReservationStatus | None = None,
+        ends_after: datetime | None = None,
+        starts_before: datetime | None = None,
         limit: int,
         after: str | None,
     ) -> Page[Reservation]:
-        """Status is derived from the clock, so it is filtered here, page by page."""
+        """Reservations of a user or a bench overlapping [ends_after, starts_before).
+        Status is derived from the clock, so it is filtered here, page by page."""
+        query = ReservationQuery(
+            bench_id=bench_id, user_id=user_id, ends_after=ends_after, starts_before=starts_before
+        )
         if status is None:
             return await self._store.reservations.find(query, limit, after)
         now = self._clock.now()
-        found: list[Reservation] = []
-        while True:
-            page = await self._store.reservations.find(query, limit, after)
-            for reservation in page.items:
-                if reservation.status(now) is status:
-                    found.append(reservation)
-                    if len(found) == limit:
-                        return Page(found, reservation_page_key(reservation))
-            if page.next_after is None:
-                return Page(found, None)
-            after = page.next_after
+        return await filtered_page(
+            lambda size, start: self._store.reservations.find(query, size, start),
+            lambda reservation: reservation.status(now) is status,
+            reservation_page_key,
+            limit,
+            after,
+        )
 
     async def calendar(
         self, bench_id: str, window: Window, limit: int, after: str | None
@@ -302,7 +292,9 @@ class ReservationService:
         self, reservation_id: str, limit: int, after: int | None
     ) -> Page[HistoryEntry]:
         await self.get(reservation_id)
-        return await self._store.history.find(ENTITY, reservation_id, limit, after)
+        return await self._store.history.find(
+            AUDIT.entity_type, reservation_id, limit, after, now=self._clock.now()
+        )
 
     async def availability(
         self,
@@ -409,7 +401,7 @@ class ReservationService:
         async def write(before: Reservation, after: Reservation) -> None:
             try:
                 await self._store.reservations.update(
-                    before, after, _entry(after, actor, action, before)
+                    before, after, AUDIT.entry(after, actor, action, before)
                 )
             except WindowTaken as taken:
                 raise _window_taken(after.bench_id, taken) from taken

@@ -1,0 +1,22 @@
+"""Who may call the execution and task endpoints, by role. Whose run a caller may report
+on, and which bench an agent claims for, are domain rules applied by the service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from app.http.auth import PrincipalDep, require_roles
+from app.identity import Principal, Role
+
+# Reads: any authenticated caller.
+Reader = PrincipalDep
+# Starting runs: pipelines, people (on their own reservations), admins.
+Launcher = Annotated[Principal, Depends(require_roles(Role.CI, Role.USER, Role.ADMIN))]
+# Reporting on a run: the domain admits CI, admins, the bench's agent and the creator.
+Reporter = PrincipalDep
+# Claiming tasks: bench agents only (the domain checks it is this bench's agent).
+Agent = Annotated[Principal, Depends(require_roles(Role.AGENT))]
+# Task lease reports: the lease holder, whoever they are (the domain checks the lease).
+LeaseHolder = PrincipalDep
