@@ -32,9 +32,12 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-# moto's server for the DynamoDB tests is started by the test session itself.
+# moto's server for the DynamoDB tests is started by the test session itself: with
+# pytest-xdist each worker is a session, with a server of its own. loadgroup keeps the
+# tests of one xdist_group on one worker (the replicas they share start once).
+PYTEST_WORKERS ?= auto
 pytest: $(VENV)/.dev-installed
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 openapi: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.support.openapi_snapshot --write

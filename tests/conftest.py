@@ -1,6 +1,8 @@
 """Shared fixtures: moto's server (once per session), stores of every adapter, the API.
 
-Every fixture that starts a server lives here and starts it once per session.
+Every fixture that starts a server lives here and starts it once per session: under
+pytest-xdist (make pytest), once per worker, each its own session on ports of its own.
+The DynamoDB store tests share one set of tables per session, emptied for each test.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
 from app.clock import ManualClock
-from app.housekeeping import Housekeeper
 from app.http.auth import token_digest
 from app.main import create_app
+from app.ops.housekeeping import Housekeeper
 from app.settings import Settings
 from app.store.base import Store
 
@@ -49,12 +52,45 @@ AGENT1 = auth("agent1-token")
 AGENT2 = auth("agent2-token")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by fixture parameters
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow first, in their order. A pytest-xdist worker takes the next tests
+    as it frees up: a slow test collected near the end would run on alone after the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     from tests.support.moto_server import running_moto_server
 
     with running_moto_server() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+async def dynamodb_client(moto_endpoint: str) -> AsyncIterator[Any]:
+    """A client of the session's own, for the tests' requests rather than a store's."""
+    from tests.support.dynamodb_tables import dynamodb_session
+
+    async with dynamodb_session().client("dynamodb", endpoint_url=moto_endpoint) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def shared_tables(dynamodb_client: Any) -> str:
+    """The prefix of the tables the store tests share, created once per session."""
+    from tests.support.dynamodb_tables import create_shared_tables
+
+    return await create_shared_tables(dynamodb_client)
+
+
+@pytest.fixture
+async def dynamodb_prefix(dynamodb_client: Any, shared_tables: str) -> str:
+    """The shared tables, empty: a test sees no item of another."""
+    from tests.support.dynamodb_tables import empty_tables
+
+    await empty_tables(dynamodb_client, shared_tables)
+    return shared_tables
 
 
 @pytest.fixture(scope="session")
@@ -70,14 +106,18 @@ def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def store_settings(kind: str, tmp_path: Path, moto: str | None, tokens: Path) -> Settings:
+def store_settings(
+    kind: str, tmp_path: Path, moto: str | None, tokens: Path, tables: str | None = None
+) -> Settings:
+    """Settings of a store of ``kind``; on DynamoDB, tables of their own prefix unless
+    ``tables`` names the prefix of tables that exist."""
     if kind == "dynamodb":
         assert moto is not None
         return Settings(
             store="dynamodb",
             dynamodb_endpoint_url=moto,
-            table_prefix=f"t{uuid.uuid4().hex[:10]}-",
-            create_tables=True,
+            table_prefix=tables or f"t{uuid.uuid4().hex[:10]}-",
+            create_tables=tables is None,
             tokens_file=tokens,
             cursor_secret="test-secret",
             housekeeping_interval_s=0,
@@ -104,8 +144,11 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 def settings(
     store_kind: str, tmp_path: Path, request: pytest.FixtureRequest, tokens_file: Path
 ) -> Settings:
-    moto = request.getfixturevalue("moto_endpoint") if store_kind == "dynamodb" else None
-    return store_settings(store_kind, tmp_path, moto, tokens_file)
+    if store_kind != "dynamodb":
+        return store_settings(store_kind, tmp_path, None, tokens_file)
+    moto = request.getfixturevalue("moto_endpoint")
+    tables = request.getfixturevalue("dynamodb_prefix")
+    return store_settings(store_kind, tmp_path, moto, tokens_file, tables)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from app.clock import ManualClock
-from app.housekeeping import Housekeeper
+from app.ops.housekeeping import Housekeeper
 from tests.api.test_benches import RIG1, assert_problem
 from tests.conftest import ADMIN, AGENT1, AGENT2, ALICE, BOB, CI
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import httpx
 
 from app.clock import ManualClock
-from app.housekeeping import Housekeeper
+from app.ops.housekeeping import Housekeeper
 from tests.api.test_benches import RIG1
 from tests.conftest import ADMIN, AGENT1, ALICE
 

@@ -4,67 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.executions.domain import (
-    Execution,
-    ExecutionStatus,
-    Task,
-    TaskSpec,
-    TaskStatus,
-    claim,
-    new_execution,
-    transition,
-)
-from app.history.domain import HistoryEntry
-from app.idempotency import IdempotencyClaim, IdempotencyKeyTaken
-from app.ids import sortable_uuid
+from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus, claim, transition
+from app.kit.idempotency import IdempotencyClaim
 from app.store.base import (
     AlreadyExists,
     ExecutionQuery,
+    IdempotencyKeyTaken,
     ItemNotFound,
     Store,
     VersionMismatch,
     Write,
 )
 from tests.conftest import START
+from tests.support.factories import make_run, run_entry
 
 LEASE = timedelta(seconds=60)
-
-
-def make_run(
-    reservation_id: str = "res-1", bench_id: str = "rig-1", tasks: int = 3, minutes: int = 0
-) -> tuple[Execution, list[Task]]:
-    now = START + timedelta(minutes=minutes)
-    return new_execution(
-        execution_id=sortable_uuid(now),
-        reservation_id=reservation_id,
-        bench_id=bench_id,
-        created_by="ci-bot",
-        commit_sha="9FCEB02",
-        pipeline_url=None,
-        metadata={"branch": "main", "n": [1, 2.5, None]},
-        tasks=[TaskSpec(type="test", params={"suite": n}, timeout_s=300) for n in range(tasks)],
-        now=now,
-    )
-
-
-def entry(item: Execution | Task, action: str) -> HistoryEntry:
-    entity_type, entity_id = (
-        ("execution", item.execution_id) if isinstance(item, Execution) else ("task", item.task_id)
-    )
-    return HistoryEntry(
-        entity_type=entity_type,
-        entity_id=entity_id,
-        version=item.version,
-        at=item.updated_at,
-        actor="ci-bot",
-        request_id="req",
-        action=action,
-        changes={},
-    )
 
 
 async def store_run(store: Store, run: tuple[Execution, list[Task]]) -> None:
@@ -72,7 +30,7 @@ async def store_run(store: Store, run: tuple[Execution, list[Task]]) -> None:
     await store.executions.apply(
         [Write(None, execution)],
         [Write(None, task) for task in tasks],
-        [entry(execution, "created")],
+        [run_entry(execution, "created")],
     )
 
 
@@ -84,8 +42,10 @@ async def test_create_then_read_everything_back(store: Store) -> None:
     wanted = [tasks[2].task_id, "missing", tasks[0].task_id]
     assert await store.executions.get_tasks(wanted) == [tasks[2], tasks[0]]
     assert await store.executions.get("nope") is None
-    history = await store.history.find("execution", execution.execution_id, 10, None)
-    assert history.items == [entry(execution, "created")]
+    history = await store.history.find(
+        "execution", execution.execution_id, 10, None, now=datetime.now(UTC)
+    )
+    assert history.items == [run_entry(execution, "created")]
 
 
 async def test_creating_an_existing_item_fails_whole(store: Store) -> None:
@@ -94,7 +54,7 @@ async def test_creating_an_existing_item_fails_whole(store: Store) -> None:
     execution = run[0]
     again = replace(execution, summary="second")
     with pytest.raises(AlreadyExists):
-        await store.executions.apply([Write(None, again)], [], [entry(again, "created")])
+        await store.executions.apply([Write(None, again)], [], [run_entry(again, "created")])
     assert await store.executions.get(execution.execution_id) == execution
 
 
@@ -107,7 +67,7 @@ async def test_a_change_set_commits_every_write_or_none(store: Store) -> None:
     await store.executions.apply(
         [Write(execution, started)],
         [Write(tasks[0], leased), Write(tasks[1], None)],
-        [entry(started, "started"), entry(leased, "claimed")],
+        [run_entry(started, "started"), run_entry(leased, "claimed")],
     )
     assert await store.executions.get(execution.execution_id) == started
     assert await store.executions.get_task(tasks[0].task_id) == leased
@@ -120,11 +80,13 @@ async def test_a_change_set_commits_every_write_or_none(store: Store) -> None:
         await store.executions.apply(
             [Write(started, finished)],
             [Write(tasks[2], None)],
-            [entry(finished, "verdict")],
+            [run_entry(finished, "verdict")],
         )
     assert caught.value.current == moved
     assert await store.executions.get(execution.execution_id) == started
-    history = await store.history.find("execution", execution.execution_id, 10, None)
+    history = await store.history.find(
+        "execution", execution.execution_id, 10, None, now=datetime.now(UTC)
+    )
     assert [e.version for e in history.items] == [1, 2]
 
 
@@ -135,9 +97,11 @@ async def test_stale_replace_reports_the_stored_item(store: Store) -> None:
     await store.executions.apply([], [Write(tasks[0], first)], [])
     second = claim(tasks[0], "agent-b", START, LEASE)
     with pytest.raises(VersionMismatch) as caught:
-        await store.executions.apply([], [Write(tasks[0], second)], [entry(second, "claimed")])
+        await store.executions.apply([], [Write(tasks[0], second)], [run_entry(second, "claimed")])
     assert caught.value.current == first
-    assert (await store.history.find("task", tasks[0].task_id, 10, None)).items == []
+    assert (
+        await store.history.find("task", tasks[0].task_id, 10, None, now=datetime.now(UTC))
+    ).items == []
 
 
 async def test_missing_items_are_not_found(store: Store) -> None:
@@ -235,7 +199,9 @@ async def test_racing_claims_of_one_task_have_one_winner(store: Store) -> None:
     async def attempt(n: int) -> bool:
         leased = claim(tasks[0], f"agent-{n}", START, LEASE)
         try:
-            await store.executions.apply([], [Write(tasks[0], leased)], [entry(leased, "claimed")])
+            await store.executions.apply(
+                [], [Write(tasks[0], leased)], [run_entry(leased, "claimed")]
+            )
         except VersionMismatch:
             return False
         return True

@@ -12,7 +12,7 @@ from app.settings import Settings
 from app.store.base import Store
 from app.store.dynamodb.store import DynamoStore
 from app.store.factory import open_store
-from tests.contract.test_store_contract import entry_for, make_bench, next_version
+from tests.support.factories import entry_for, make_bench, next_version
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ async def test_expired_entries_are_not_read(retaining_store: Store) -> None:
     await retaining_store.benches.create(old, entry_for(old))
     recent = replace(next_version(old), updated_at=now - timedelta(hours=1))
     await retaining_store.benches.update(old, recent, entry_for(recent, "updated"))
-    page = await retaining_store.history.find("bench", "rig-1", 10, None)
+    page = await retaining_store.history.find("bench", "rig-1", 10, None, now=now)
     assert [e.version for e in page.items] == [2]
 
     purged = await retaining_store.purge_expired(now)
@@ -41,7 +41,7 @@ async def test_expired_entries_are_not_read(retaining_store: Store) -> None:
     else:
         assert purged >= 1  # the expired entry, and change events older than a day
         assert await retaining_store.purge_expired(now) == 0
-    page = await retaining_store.history.find("bench", "rig-1", 10, None)
+    page = await retaining_store.history.find("bench", "rig-1", 10, None, now=now)
     assert [e.version for e in page.items] == [2]
 
 
@@ -49,7 +49,10 @@ async def test_without_retention_nothing_expires(store: Store) -> None:
     long_ago = datetime(2020, 1, 1, tzinfo=UTC)
     old = replace(make_bench("rig-1"), created_at=long_ago, updated_at=long_ago)
     await store.benches.create(old, entry_for(old))
-    assert len((await store.history.find("bench", "rig-1", 10, None)).items) == 1
+    assert (
+        len((await store.history.find("bench", "rig-1", 10, None, now=datetime.now(UTC))).items)
+        == 1
+    )
 
 
 @pytest.mark.parametrize("store_kind", ["dynamodb"], indirect=True)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from app.benches.domain import AdminState
-from app.history.domain import HistoryEntry
-from app.idempotency import IdempotencyClaim, IdempotencyKeyTaken, IdempotencyRecord
 from app.reservations.domain import Reservation, ReservationState
 from app.store.base import (
     BenchNotBookable,
+    IdempotencyKeyTaken,
     ItemNotFound,
     ReservationQuery,
     Store,
@@ -22,62 +20,18 @@ from app.store.base import (
     WindowTaken,
 )
 from tests.conftest import START
-from tests.contract.test_store_contract import entry_for, make_bench, next_version
-
-T0 = START + timedelta(days=1)  # 2026-11-26T08:00Z
-
-
-def at(hours: float) -> datetime:
-    return T0 + timedelta(hours=hours)
-
-
-def booking(
-    bench_id: str, start: float, end: float, user: str = "alice", rid: str | None = None
-) -> Reservation:
-    return Reservation(
-        reservation_id=rid or str(uuid.uuid4()),
-        bench_id=bench_id,
-        user_id=user,
-        start=at(start),
-        end=at(end),
-        purpose="test",
-        state=ReservationState.BOOKED,
-        version=1,
-        created_at=START,
-        updated_at=START,
-    )
-
-
-def entry(reservation: Reservation, action: str = "created") -> HistoryEntry:
-    return HistoryEntry(
-        entity_type="reservation",
-        entity_id=reservation.reservation_id,
-        version=reservation.version,
-        at=reservation.updated_at,
-        actor=reservation.user_id,
-        request_id="req",
-        action=action,
-        changes={"state": {"from": None, "to": reservation.state.value}},
-    )
-
-
-def changed(reservation: Reservation, **fields: object) -> Reservation:
-    return replace(
-        reservation,
-        version=reservation.version + 1,
-        updated_at=reservation.updated_at + timedelta(seconds=1),
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-async def add_bench(store: Store, bench_id: str = "rig-1", *capabilities: str) -> None:
-    bench = make_bench(bench_id, *capabilities)
-    await store.benches.create(bench, entry_for(bench))
-
-
-async def book(store: Store, reservation: Reservation) -> Reservation:
-    await store.reservations.create(reservation, entry(reservation))
-    return reservation
+from tests.support.factories import (
+    add_bench,
+    at,
+    book,
+    booking,
+    changed,
+    entry_for,
+    key_record,
+    make_bench,
+    next_version,
+    reservation_entry,
+)
 
 
 async def calendar(store: Store, bench_id: str = "rig-1") -> list[tuple[datetime, datetime]]:
@@ -92,8 +46,10 @@ async def test_book_then_get(store: Store) -> None:
     reservation = await book(store, booking("rig-1", 0, 2))
     assert await store.reservations.get(reservation.reservation_id) == reservation
     assert await store.reservations.get("nope") is None
-    history = await store.history.find("reservation", reservation.reservation_id, 10, None)
-    assert history.items == [entry(reservation)]
+    history = await store.history.find(
+        "reservation", reservation.reservation_id, 10, None, now=datetime.now(UTC)
+    )
+    assert history.items == [reservation_entry(reservation)]
 
 
 @pytest.mark.parametrize(
@@ -169,7 +125,7 @@ async def test_cancel_frees_the_window_at_once(store: Store) -> None:
     await add_bench(store)
     first = await book(store, booking("rig-1", 0, 2))
     cancelled = changed(first, state=ReservationState.CANCELLED)
-    await store.reservations.update(first, cancelled, entry(cancelled, "cancelled"))
+    await store.reservations.update(first, cancelled, reservation_entry(cancelled, "cancelled"))
     assert await store.reservations.get(first.reservation_id) == cancelled
     await book(store, booking("rig-1", 0, 2, user="bob"))
     assert await calendar(store) == [(at(0), at(2))]
@@ -179,7 +135,7 @@ async def test_release_frees_the_rest_of_the_window(store: Store) -> None:
     await add_bench(store)
     first = await book(store, booking("rig-1", 0, 4))
     released = changed(first, state=ReservationState.RELEASED, end=at(1))
-    await store.reservations.update(first, released, entry(released, "released"))
+    await store.reservations.update(first, released, reservation_entry(released, "released"))
     await book(store, booking("rig-1", 1, 4, user="bob"))
     assert await calendar(store) == [(at(1), at(4))]
 
@@ -190,19 +146,21 @@ async def test_move_is_checked_and_a_collision_keeps_the_old_window(store: Store
     theirs = await book(store, booking("rig-1", 4, 6, user="bob"))
     collide = changed(mine, end=at(5))
     with pytest.raises(WindowTaken) as caught:
-        await store.reservations.update(mine, collide, entry(collide, "updated"))
+        await store.reservations.update(mine, collide, reservation_entry(collide, "updated"))
     assert [s.reservation_id for s in caught.value.conflicts] == [theirs.reservation_id]
     assert await store.reservations.get(mine.reservation_id) == mine
     assert await calendar(store) == [(at(0), at(2)), (at(4), at(6))]
 
     # Growing into its own window, and moving to another day, are fine.
     grown = changed(mine, end=at(4))
-    await store.reservations.update(mine, grown, entry(grown, "updated"))
+    await store.reservations.update(mine, grown, reservation_entry(grown, "updated"))
     moved = changed(grown, start=at(30), end=at(33))
-    await store.reservations.update(grown, moved, entry(moved, "updated"))
+    await store.reservations.update(grown, moved, reservation_entry(moved, "updated"))
     assert await calendar(store) == [(at(4), at(6)), (at(30), at(33))]
     await book(store, booking("rig-1", 0, 4, user="carol"))  # the old window is free
-    history = await store.history.find("reservation", mine.reservation_id, 10, None)
+    history = await store.history.find(
+        "reservation", mine.reservation_id, 10, None, now=datetime.now(UTC)
+    )
     assert [e.version for e in history.items] == [1, 2, 3]
 
 
@@ -210,15 +168,17 @@ async def test_stale_and_unknown_updates(store: Store) -> None:
     await add_bench(store)
     mine = await book(store, booking("rig-1", 0, 2))
     v2 = changed(mine, purpose="v2")
-    await store.reservations.update(mine, v2, entry(v2, "updated"))
+    await store.reservations.update(mine, v2, reservation_entry(v2, "updated"))
     late = changed(mine, start=at(10), end=at(11))
     with pytest.raises(VersionMismatch) as caught:
-        await store.reservations.update(mine, late, entry(late, "updated"))
+        await store.reservations.update(mine, late, reservation_entry(late, "updated"))
     assert caught.value.current == v2
     assert await calendar(store) == [(at(0), at(2))]
     ghost = booking("rig-1", 7, 8)
     with pytest.raises(ItemNotFound):
-        await store.reservations.update(ghost, changed(ghost), entry(changed(ghost), "updated"))
+        await store.reservations.update(
+            ghost, changed(ghost), reservation_entry(changed(ghost), "updated")
+        )
 
 
 async def test_find_by_bench_user_and_range_in_start_order(store: Store) -> None:
@@ -229,7 +189,7 @@ async def test_find_by_bench_user_and_range_in_start_order(store: Store) -> None
     c = await book(store, booking("rig-2", 2, 3, user="alice"))
     d = await book(store, booking("rig-1", 20, 30, user="alice"))
     cancelled = changed(d, state=ReservationState.CANCELLED)
-    await store.reservations.update(d, cancelled, entry(cancelled, "cancelled"))
+    await store.reservations.update(d, cancelled, reservation_entry(cancelled, "cancelled"))
 
     async def ids(query: ReservationQuery) -> list[str]:
         return [r.reservation_id for r in (await store.reservations.find(query, 50, None)).items]
@@ -295,24 +255,19 @@ async def test_racing_bookings_of_one_window_have_one_winner(store: Store) -> No
     assert await calendar(store) == [(winner.start, winner.end)]
 
 
-def record(key: str, resource_id: str, fingerprint: str = "f1") -> IdempotencyRecord:
-    claim = IdempotencyClaim(key=key, fingerprint=fingerprint)
-    return claim.record(resource_id, START)
-
-
 async def test_an_idempotency_key_creates_once(store: Store) -> None:
     await add_bench(store)
     first = booking("rig-1", 0, 1)
     await store.reservations.create(
-        first, entry(first), record("alice\nop\nk1", first.reservation_id)
+        first, reservation_entry(first), key_record("alice\nop\nk1", first.reservation_id)
     )
-    assert await store.idempotency.get("alice\nop\nk1") == record(
+    assert await store.idempotency.get("alice\nop\nk1") == key_record(
         "alice\nop\nk1", first.reservation_id
     )
     again = booking("rig-1", 5, 6)
     with pytest.raises(IdempotencyKeyTaken) as caught:
         await store.reservations.create(
-            again, entry(again), record("alice\nop\nk1", again.reservation_id)
+            again, reservation_entry(again), key_record("alice\nop\nk1", again.reservation_id)
         )
     assert caught.value.record.resource_id == first.reservation_id
     assert await store.reservations.get(again.reservation_id) is None
@@ -323,10 +278,12 @@ async def test_an_idempotency_key_creates_once(store: Store) -> None:
 async def test_an_expired_key_may_be_used_again(store: Store) -> None:
     await add_bench(store)
     old = booking("rig-1", 0, 1)
-    expired = replace(record("k", old.reservation_id), expires_at=START - timedelta(seconds=1))
-    await store.reservations.create(old, entry(old), expired)
+    expired = replace(key_record("k", old.reservation_id), expires_at=START - timedelta(seconds=1))
+    await store.reservations.create(old, reservation_entry(old), expired)
     new = booking("rig-1", 2, 3)
-    await store.reservations.create(new, entry(new), record("k", new.reservation_id))
+    await store.reservations.create(
+        new, reservation_entry(new), key_record("k", new.reservation_id)
+    )
     stored = await store.idempotency.get("k")
     assert stored is not None and stored.resource_id == new.reservation_id
 
@@ -336,16 +293,18 @@ async def test_a_failed_booking_does_not_take_its_key(store: Store) -> None:
     await book(store, booking("rig-1", 0, 2))
     loser = booking("rig-1", 1, 3)
     with pytest.raises(WindowTaken):
-        await store.reservations.create(loser, entry(loser), record("k", loser.reservation_id))
+        await store.reservations.create(
+            loser, reservation_entry(loser), key_record("k", loser.reservation_id)
+        )
     assert await store.idempotency.get("k") is None
 
 
 async def test_bench_creation_honours_keys(store: Store) -> None:
     bench = make_bench("rig-9")
-    await store.benches.create(bench, entry_for(bench), record("admin\nbench\nk", "rig-9"))
+    await store.benches.create(bench, entry_for(bench), key_record("admin\nbench\nk", "rig-9"))
     other = make_bench("rig-10")
     with pytest.raises(IdempotencyKeyTaken):
-        await store.benches.create(other, entry_for(other), record("admin\nbench\nk", "rig-10"))
+        await store.benches.create(other, entry_for(other), key_record("admin\nbench\nk", "rig-10"))
     assert await store.benches.get("rig-10") is None
 
 
@@ -356,7 +315,9 @@ async def test_racing_creates_with_one_key_store_one(store: Store) -> None:
     async def attempt(reservation: Reservation) -> str:
         try:
             await store.reservations.create(
-                reservation, entry(reservation), record("k", reservation.reservation_id)
+                reservation,
+                reservation_entry(reservation),
+                key_record("k", reservation.reservation_id),
             )
         except IdempotencyKeyTaken as taken:
             return taken.record.resource_id

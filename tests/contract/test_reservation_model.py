@@ -20,7 +20,7 @@ from app.reservations.domain import Window
 from app.reservations.service import BookingRequest, ReservationService
 from app.store.base import ReservationQuery, Store
 from tests.conftest import START
-from tests.contract.test_store_contract import entry_for, make_bench
+from tests.support.factories import entry_for, make_bench
 
 BENCHES = ["m-1", "m-2"]
 STEPS = 80

@@ -4,48 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.benches.domain import AdminState, Bench, Heartbeat, new_bench
-from app.history.domain import HistoryEntry
+from app.benches.domain import AdminState, Heartbeat
 from app.store.base import AlreadyExists, BenchQuery, ItemNotFound, Store, VersionMismatch
 from tests.conftest import START
-
-
-def make_bench(bench_id: str, *capabilities: str, type: str = "hil") -> Bench:
-    return new_bench(
-        bench_id=bench_id,
-        name=f"Bench {bench_id}",
-        type=type,
-        capabilities=frozenset(capabilities),
-        labels={"room": "b2", "rack": "4"},
-        heartbeat_interval_s=30,
-        now=START,
-    )
-
-
-def entry_for(bench: Bench, action: str = "created") -> HistoryEntry:
-    return HistoryEntry(
-        entity_type="bench",
-        entity_id=bench.bench_id,
-        version=bench.version,
-        at=bench.updated_at,
-        actor="root",
-        request_id=f"req-{bench.version}",
-        action=action,
-        changes={"name": {"from": None, "to": bench.name}, "n": [1, 2.5, True, None]},
-    )
-
-
-def next_version(bench: Bench, **changes: object) -> Bench:
-    return replace(
-        bench,
-        version=bench.version + 1,
-        updated_at=bench.updated_at + timedelta(seconds=1),
-        **changes,  # type: ignore[arg-type]
-    )
+from tests.support.factories import entry_for, make_bench, next_version
 
 
 async def test_create_then_get_returns_every_field(store: Store) -> None:
@@ -65,7 +31,7 @@ async def test_create_twice_refuses_and_keeps_the_first(store: Store) -> None:
     with pytest.raises(AlreadyExists):
         await store.benches.create(second, entry_for(second))
     assert await store.benches.get("rig-1") == first
-    page = await store.history.find("bench", "rig-1", 10, None)
+    page = await store.history.find("bench", "rig-1", 10, None, now=datetime.now(UTC))
     assert [e.version for e in page.items] == [1]
     found = await store.benches.find(BenchQuery(capabilities=frozenset({"usb"})), 10, None)
     assert found.items == []
@@ -77,7 +43,7 @@ async def test_update_at_expected_version_writes_bench_and_history(store: Store)
     updated = next_version(bench, name="Renamed", capabilities=frozenset({"usb", "jtag"}))
     await store.benches.update(bench, updated, entry_for(updated, "updated"))
     assert await store.benches.get("rig-1") == updated
-    page = await store.history.find("bench", "rig-1", 10, None)
+    page = await store.history.find("bench", "rig-1", 10, None, now=datetime.now(UTC))
     assert [(e.version, e.action) for e in page.items] == [(1, "created"), (2, "updated")]
     assert page.items[1] == entry_for(updated, "updated")
 
@@ -92,7 +58,7 @@ async def test_stale_update_raises_with_current_and_writes_nothing(store: Store)
         await store.benches.update(bench, stale, entry_for(stale, "updated"))
     assert caught.value.current == v2
     assert await store.benches.get("rig-1") == v2
-    page = await store.history.find("bench", "rig-1", 10, None)
+    page = await store.history.find("bench", "rig-1", 10, None, now=datetime.now(UTC))
     assert [e.version for e in page.items] == [1, 2]
     assert page.items[1].changes == entry_for(v2).changes
     by_usb = await store.benches.find(BenchQuery(capabilities=frozenset({"usb"})), 10, None)
@@ -103,7 +69,7 @@ async def test_update_unknown_raises_not_found(store: Store) -> None:
     ghost = next_version(make_bench("ghost"))
     with pytest.raises(ItemNotFound):
         await store.benches.update(make_bench("ghost"), ghost, entry_for(ghost, "updated"))
-    assert (await store.history.find("bench", "ghost", 10, None)).items == []
+    assert (await store.history.find("bench", "ghost", 10, None, now=datetime.now(UTC))).items == []
 
 
 async def test_heartbeat_is_not_configuration(store: Store) -> None:
@@ -113,7 +79,10 @@ async def test_heartbeat_is_not_configuration(store: Store) -> None:
     stored = await store.benches.record_heartbeat("rig-1", beat)
     assert stored == replace(bench, last_heartbeat=beat)
     assert await store.benches.get("rig-1") == stored
-    assert len((await store.history.find("bench", "rig-1", 10, None)).items) == 1
+    assert (
+        len((await store.history.find("bench", "rig-1", 10, None, now=datetime.now(UTC))).items)
+        == 1
+    )
 
 
 async def test_update_keeps_the_last_heartbeat(store: Store) -> None:
@@ -188,7 +157,7 @@ async def test_history_pages_oldest_first(store: Store) -> None:
     versions: list[int] = []
     after: int | None = None
     while True:
-        page = await store.history.find("bench", "rig-1", 3, after)
+        page = await store.history.find("bench", "rig-1", 3, after, now=datetime.now(UTC))
         versions += [e.version for e in page.items]
         if page.next_after is None:
             break
@@ -213,7 +182,7 @@ async def test_concurrent_conditional_updates_have_one_winner(store: Store) -> N
     assert len(winners) == 1
     stored = await store.benches.get("rig-1")
     assert stored is not None and stored.name == winners[0] and stored.version == 2
-    history = (await store.history.find("bench", "rig-1", 10, None)).items
+    history = (await store.history.find("bench", "rig-1", 10, None, now=datetime.now(UTC))).items
     assert [e.version for e in history] == [1, 2]
 
 

@@ -10,9 +10,10 @@ import aiosqlite
 import pytest
 
 from app.feed.sqlite_outbox import SqliteOutboxFeed
+from app.store.sqlite.database import SqliteDatabase
 from app.store.sqlite.outbox import FEED_TABLES, install_outbox, trigger_statements
-from app.store.sqlite.store import SqliteDatabase, SqliteStore
-from tests.contract.test_store_contract import entry_for, make_bench
+from app.store.sqlite.store import SqliteStore
+from tests.support.factories import entry_for, make_bench
 
 
 @pytest.fixture

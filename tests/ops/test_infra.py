@@ -525,6 +525,7 @@ def _summary(result: subprocess.CompletedProcess[str]) -> str:
     return "\n".join((result.stdout + result.stderr).splitlines()[-15:])
 
 
+@pytest.mark.slow  # the DynamoDB cases of three suites, again, in a pytest of its own
 def test_the_policies_allow_every_request_of_the_code_and_nothing_else(tmp_path: Path) -> None:
     out = tmp_path / "requests.json"
     result = _run_traced(out, tmp_path)

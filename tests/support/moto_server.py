@@ -1,8 +1,9 @@
-"""moto's server in a subprocess, one per test session.
+"""moto's server in a subprocess, one per test session (per pytest-xdist worker).
 
 Served single-threaded on purpose: moto's DynamoDB code reads, checks and writes without
 a lock, so concurrent requests in its default threaded server can both win one conditional
 write (docs: dynamodb-under-test.md). One request at a time makes every condition exact.
+It also answers a repeated transaction token as DynamoDB does (``IdempotentTransactions``).
 
 Run as ``python -m tests.support.moto_server --port N``; tests use ``running_moto_server``.
 Set ``ORCH_TEST_DYNAMODB_ENDPOINT`` to use an endpoint that is already running instead.
@@ -11,6 +12,9 @@ Set ``ORCH_TEST_DYNAMODB_ENDPOINT`` to use an endpoint that is already running i
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
+import json
 import os
 import signal
 import socket
@@ -19,9 +23,11 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NoReturn
 
 ENDPOINT_ENV = "ORCH_TEST_DYNAMODB_ENDPOINT"
 _HOST = "127.0.0.1"
@@ -92,6 +98,50 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+class IdempotentTransactions:
+    """WSGI middleware: a TransactWriteItems sent again with the ClientRequestToken of one
+    that committed gets the first answer and changes nothing, as DynamoDB does (for ten
+    minutes). moto runs it again instead, and the copy fails on the first one's writes.
+    Botocore sends a transaction again, token and all, when the answer is late (a busy
+    machine, a long queue at this one-request-at-a-time server)."""
+
+    _TARGET = "DynamoDB_20120810.TransactWriteItems"
+    _KEPT = 50_000  # answers kept, oldest dropped first: far more than ten minutes' worth
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        # token -> (digest of the request body, status, headers, answer body)
+        self._committed: OrderedDict[str, tuple[str, str, list[tuple[str, str]], bytes]] = (
+            OrderedDict()
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("HTTP_X_AMZ_TARGET") != self._TARGET:
+            result: Iterable[bytes] = self._app(environ, start_response)
+            return result
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        token = json.loads(body or b"{}").get("ClientRequestToken")
+        digest = hashlib.sha256(body).hexdigest()
+        if token in self._committed:
+            seen, status, headers, answer = self._committed[token]
+            if seen == digest:
+                start_response(status, headers)
+                return [answer]
+        captured: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured.append((status, headers))
+            return start_response(status, headers, exc_info)
+
+        answer = b"".join(self._app(environ, capture))
+        if token and captured and captured[-1][0].startswith("200"):
+            self._committed[token] = (digest, *captured[-1], answer)
+            while len(self._committed) > self._KEPT:
+                self._committed.popitem(last=False)
+        return [answer]
+
+
 def main(argv: list[str] | None = None) -> None:
     import logging
 
@@ -106,16 +156,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # werkzeug logs every request; thousands of lines per session help nobody.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = DomainDispatcherApplication(create_backend_app)
+    app = IdempotentTransactions(DomainDispatcherApplication(create_backend_app))
     # Single-threaded, werkzeug also speaks HTTP/1.0: every request closes its connection,
     # so an idle keep-alive connection of one client cannot hold the only thread.
     server = make_server(host=args.host, port=args.port or 0, app=app, threaded=False, fd=args.fd)
-    # terminate() is the normal way to stop: leave through finally, exit status 0.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # terminate() is the normal way to stop: exit status 0, at once. Nothing of moto's
+    # state outlives the process, and tearing down its heap (every table and item of the
+    # session) on a normal exit takes seconds.
+    signal.signal(signal.SIGTERM, lambda *_: _exit_now(server))
     try:
         server.serve_forever()
     finally:
         server.server_close()
+
+
+def _exit_now(server: Any) -> NoReturn:
+    server.server_close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import pytest
 
 from tests.conftest import ADMIN, auth
 
-pytestmark = pytest.mark.system
+# One worker runs them all under pytest-xdist (--dist loadgroup): the replicas are
+# session fixtures, started once per worker that needs them. Together they are slow.
+pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.xdist_group("replicas")]
 
 ROUNDS = 5
 RACERS = 50
