@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck pytest openapi bench create-tables clean
+.PHONY: run test lint typecheck imports pytest openapi bench create-tables clean
 
 # The stamp files make the install step run again only when pyproject.toml changes.
 $(BIN)/python:
@@ -23,7 +23,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.runtime-installed
 	ORCH_HOST=$(HOST) ORCH_PORT=$(PORT) $(BIN)/orchestrator serve
 
-test: $(VENV)/.dev-installed lint typecheck pytest
+test: $(VENV)/.dev-installed lint typecheck imports pytest
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check app tests bench examples
@@ -31,6 +31,10 @@ lint: $(VENV)/.dev-installed
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
+
+# The layering contracts in pyproject.toml ([tool.importlinter]).
+imports: $(VENV)/.dev-installed
+	$(BIN)/lint-imports
 
 # moto's server for the DynamoDB tests is started by the test session itself: with
 # pytest-xdist each worker is a session, with a server of its own. loadgroup keeps the
