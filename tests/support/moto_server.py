@@ -2,7 +2,7 @@
 
 Served single-threaded on purpose: moto's DynamoDB code reads, checks and writes without
 a lock, so concurrent requests in its default threaded server can both win one conditional
-write (docs: dynamodb-under-test.md). One request at a time makes every condition exact.
+write (../shared/design/dynamodb-under-test.md). One request at a time makes every condition exact.
 It also answers a repeated transaction token as DynamoDB does (``IdempotentTransactions``).
 
 Run as ``python -m tests.support.moto_server --port N``; tests use ``running_moto_server``.
