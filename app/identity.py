@@ -19,6 +19,8 @@ class Principal:
     role: Role
     # Set for agents only: the one bench whose agent this caller is.
     bench_id: str | None = None
+    # The caller's team, where the token says (a later quota feature keys on it).
+    team: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from app.http.problems import (
 from app.http.rate_limit import RateLimiter
 from app.http.request_context import RequestContextMiddleware, RequestObserver
 from app.http.state import STATE_ATTRIBUTE
+from app.http.token_file import reload_on_sighup
 from app.logs import configure_logging
 from app.ops import health
 from app.ops.housekeeping import Housekeeper, run_forever
@@ -58,12 +59,16 @@ def create_app(
             logger.warning("ORCH_CURSOR_SECRET is unset: cursors work in this process only")
         secret = settings.cursor_secret or secrets.token_hex(32)
         owned = store is None
+        the_clock = clock or SystemClock()
+        tokens = await TokenRegistry.open(
+            settings.tokens_file, settings.jwt_issuers, tick=lambda: the_clock.now().timestamp()
+        )
         state = AppState(
             settings=settings,
             store=store or await open_store(settings),
-            clock=clock or SystemClock(),
+            clock=the_clock,
             metrics=Metrics(),
-            tokens=TokenRegistry.from_file(settings.tokens_file),
+            tokens=tokens,
             rate_limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
             cursor_codec=CursorCodec(secret.encode()),
         )
@@ -71,6 +76,7 @@ def create_app(
         setattr(app.state, STATE_ATTRIBUTE, state)
         started.append(state)
         logger.info("store ready", extra={"store": settings.store})
+        stop_reloading_tokens = reload_on_sighup(tokens.reload)
         chores = None
         if settings.housekeeping_interval_s > 0:
             housekeeper = Housekeeper(state.store, state.clock, settings, state.metrics)
@@ -83,6 +89,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await chores
             started.remove(state)
+            stop_reloading_tokens()
+            await tokens.aclose()
             if owned:
                 await state.store.close()
 

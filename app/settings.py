@@ -4,10 +4,84 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from string import Formatter
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.identity import Role
+
+# Asymmetric only: a JWKS holds public keys, and HS* would make a public key a secret.
+JwtAlgorithm = Literal["RS256", "ES256"]
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class FixedRole(BaseModel):
+    """Every token of the issuer gets this role (CI systems: ``{"fixed": "ci"}``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fixed: Role
+
+
+class JwtIssuer(BaseModel):
+    """One trusted issuer of JWT bearer tokens (an element of ``ORCH_JWT_ISSUERS``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(min_length=1)  # the exact `iss`
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    jwks_cache_s: float = Field(default=3600.0, gt=0)
+    jwks_refresh_min_s: float = Field(default=60.0, ge=0)
+    algorithms: list[JwtAlgorithm] = Field(default=["RS256"], min_length=1)
+    audience: str = Field(min_length=1)
+    leeway_s: float = Field(default=30.0, ge=0, le=300)
+    # Claim mapping: a claim name, or for the subject a template such as "{project_path}@{ref}".
+    subject: str = Field(default="sub", min_length=1)
+    role: str | FixedRole  # a claim name, or {"fixed": "<role>"}
+    team: str | None = None  # claim name
+    bench_id: str | None = None  # claim name, for agents
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _asymmetric_only(cls, value: object) -> object:
+        if isinstance(value, list):
+            for name in value:
+                if name not in ("RS256", "ES256"):
+                    raise ValueError(f"algorithm {name!r} is refused: use RS256 and/or ES256")
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _plain_template(cls, value: str) -> str:
+        for _, field, spec, conversion in Formatter().parse(value):
+            if field is None:
+                continue
+            if not field or spec or conversion or not field.replace("_", "a").isalnum():
+                raise ValueError(f"subject template field {{{field}}} must be a bare claim name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtIssuer:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError(f"issuer {self.issuer!r}: set exactly one of jwks_file, jwks_url")
+        if self.jwks_url is not None:
+            parts = urlsplit(self.jwks_url)
+            local = parts.scheme == "http" and parts.hostname in _LOOPBACK
+            if parts.scheme != "https" and not local:
+                raise ValueError(f"issuer {self.issuer!r}: jwks_url must be https")
+        if "{" in self.subject and not self.subject_claims():
+            raise ValueError(f"issuer {self.issuer!r}: the subject template names no claim")
+        if isinstance(self.role, FixedRole) and self.role.fixed is Role.AGENT and not self.bench_id:
+            raise ValueError(f"issuer {self.issuer!r}: agents need a bench_id claim")
+        return self
+
+    def subject_claims(self) -> list[str]:
+        """The claims the subject is made of (one claim name, or a template's fields)."""
+        fields = [field for _, field, _, _ in Formatter().parse(self.subject) if field]
+        return fields if "{" in self.subject else [self.subject]
 
 
 class Settings(BaseSettings):
@@ -23,6 +97,8 @@ class Settings(BaseSettings):
     create_tables: bool = False
 
     tokens_file: Path = Path("./var/tokens.json")
+    # Issuers whose JWTs are accepted beside the tokens file (JSON in the environment).
+    jwt_issuers: list[JwtIssuer] = []
     # Signs pagination cursors. Unset: a random key per process, so replicas behind one
     # load balancer must share an explicit value.
     cursor_secret: str | None = None
@@ -48,6 +124,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @field_validator("jwt_issuers")
+    @classmethod
+    def _issuers_unique(cls, value: list[JwtIssuer]) -> list[JwtIssuer]:
+        names = [issuer.issuer for issuer in value]
+        if len(set(names)) != len(names):
+            raise ValueError("each issuer may be listed once")
+        return value
 
     @property
     def task_lease(self) -> timedelta:

@@ -1,83 +1,107 @@
 """Bearer-token identity: who is calling, and which roles may call what.
 
-Tokens are kept as SHA-256 digests only; a leaked tokens file does not leak tokens.
+A bearer token is either opaque, looked up in the tokens file (``token_file.py``), or a
+JWT of a trusted issuer (``jwt_bearer.py``); its shape (three base64url parts) says which.
+No token ever appears in a response or a log line.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
-from pydantic import BaseModel, TypeAdapter, model_validator
 
 from app.http.exceptions import ProblemException
+from app.http.jwks import JwksUnavailable
+from app.http.jwt_bearer import InvalidJwt, JwtVerifier, looks_like_jwt
 from app.http.state import http_state
+from app.http.token_file import Ticker, TokenFile, TokenRecord, token_digest
 from app.identity import Principal, Role
+from app.settings import JwtIssuer
 
+__all__ = [
+    "PrincipalDep",
+    "TokenRecord",
+    "TokenRegistry",
+    "current_principal",
+    "require_roles",
+    "token_digest",
+    "write_dev_tokens",
+]
 
-class TokenRecord(BaseModel):
-    token_sha256: str
-    subject: str
-    role: Role
-    bench_id: str | None = None
-
-    @model_validator(mode="after")
-    def _agents_have_a_bench(self) -> TokenRecord:
-        if (self.role is Role.AGENT) != (self.bench_id is not None):
-            raise ValueError("bench_id is required for agents and only for agents")
-        self.token_sha256 = self.token_sha256.lower()
-        return self
-
-
-_token_list = TypeAdapter(list[TokenRecord])
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+logger = logging.getLogger("app.http.auth")
+_REALM = 'Bearer realm="bench-orchestrator"'
 
 
 class TokenRegistry:
-    def __init__(self, records: Iterable[TokenRecord]) -> None:
-        self._by_digest = {
-            record.token_sha256: Principal(record.subject, record.role, record.bench_id)
-            for record in records
-        }
+    """Every bearer credential the service accepts: the tokens file and trusted issuers."""
+
+    def __init__(self, tokens: TokenFile, jwt: JwtVerifier | None = None) -> None:
+        self.tokens = tokens
+        self.jwt = jwt
 
     @classmethod
-    def from_file(cls, path: Path) -> TokenRegistry:
-        if not path.exists():
-            raise RuntimeError(
-                f"tokens file {path} does not exist: set ORCH_TOKENS_FILE, or run "
-                "'orchestrator dev-tokens' to make one for development"
-            )
-        return cls(_token_list.validate_json(path.read_bytes()))
+    async def open(
+        cls, tokens_file: Path, issuers: Sequence[JwtIssuer], *, tick: Ticker
+    ) -> TokenRegistry:
+        """Load the tokens file and every issuer's JWKS file; either broken refuses to start."""
+        tokens = TokenFile.load(tokens_file, tick=tick)
+        verifier = JwtVerifier(issuers, tick=tick) if issuers else None
+        if verifier is not None:
+            try:
+                await verifier.start()
+            except BaseException:
+                await verifier.aclose()
+                raise
+        return cls(tokens, verifier)
 
-    def authenticate(self, token: str) -> Principal | None:
-        return self._by_digest.get(token_digest(token))
+    def reload(self) -> bool:
+        """Re-read the tokens file now (SIGHUP); keeps the old tokens if it is broken."""
+        return self.tokens.reload()
+
+    async def aclose(self) -> None:
+        if self.jwt is not None:
+            await self.jwt.aclose()
+
+    async def authenticate(self, token: str) -> Principal:
+        """The caller the token stands for; a 401 (or 503) ProblemException otherwise."""
+        if not looks_like_jwt(token):
+            principal = self.tokens.authenticate(token)
+            if principal is None:
+                raise _unauthorized("the token is not known", error="invalid_token")
+            return principal
+        if self.jwt is None:
+            raise _unauthorized("this service trusts no JWT issuer", error="invalid_token")
+        try:
+            return await self.jwt.authenticate(token)
+        except InvalidJwt as refused:
+            logger.info("bearer JWT refused: %s", refused.detail)
+            raise _unauthorized(refused.detail, error="invalid_token") from None
+        except JwksUnavailable as unavailable:
+            raise ProblemException(
+                503,
+                "the keys of the token's issuer cannot be fetched now; retry later",
+                headers={"Retry-After": str(round(unavailable.retry_after_s))},
+            ) from None
 
 
-def _unauthorized(detail: str) -> ProblemException:
-    return ProblemException(
-        401, detail, headers={"WWW-Authenticate": 'Bearer realm="bench-orchestrator"'}
-    )
+def _unauthorized(detail: str, *, error: str | None = None) -> ProblemException:
+    challenge = _REALM if error is None else f'{_REALM}, error="{error}"'
+    return ProblemException(401, detail, headers={"WWW-Authenticate": challenge})
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     header = request.headers.get("authorization")
     if header is None:
         raise _unauthorized("send Authorization: Bearer <token>")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-    registry = http_state(request).tokens
-    principal = registry.authenticate(token.strip())
-    if principal is None:
-        raise _unauthorized("the token is not known")
-    return principal
+    return await http_state(request).tokens.authenticate(token.strip())
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
