@@ -1,7 +1,9 @@
 # Bench Orchestrator API image.
 #
-# Stage 1 (builder) builds the project wheel and installs it with its runtime
-# dependencies into a self-contained virtualenv at /opt/venv.
+# Stage 1 (builder) installs the runtime dependencies from the hashed lock
+# (requirements/runtime.txt: every package pinned, pip in hash-checking mode), then
+# builds the project wheel and installs it with --no-deps into a self-contained
+# virtualenv at /opt/venv.
 # Stage 2 (runtime) is a clean python:3.11-slim that gets only that virtualenv:
 # no sources, no build tools, no dev dependencies. Both stages use the same base
 # image, so the venv's interpreter symlinks stay valid after the copy.
@@ -18,13 +20,21 @@ WORKDIR /src
 
 RUN python -m venv /opt/venv
 
+# The locked dependencies first, in a layer of their own: it is rebuilt only when
+# the lock changes, not on every code change. `make lock` regenerates the lock.
+COPY requirements/runtime.txt ./requirements/
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
+
 # Metadata first, sources second: the wheel build needs both, but keeping them
 # as separate layers makes the intent clear and the diff of a code-only change small.
 COPY pyproject.toml README.md ./
 COPY app/ ./app/
 
+# --no-deps: everything the wheel needs came from the lock above; `pip check`
+# fails the build if pyproject.toml names a dependency that the lock lacks.
 RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
+    && /opt/venv/bin/pip check
 
 
 FROM python:3.11-slim AS runtime

@@ -7,18 +7,60 @@ PORT ?= 8000
 
 .PHONY: run test lint typecheck imports pytest openapi bench create-tables clean
 
-# The stamp files make the install step run again only when pyproject.toml changes.
+# Installs come from the hashed lock files (see "Dependencies" in README.md): every
+# package pinned, pip in hash-checking mode; then the project itself, editable, --no-deps.
+# The dev lock is the runtime lock plus the dev extra, at the same versions.
+LOCK_RUNTIME := requirements/runtime.txt
+LOCK_DEV := requirements/dev.txt
+
+# The stamp files make the install step run again only when a lock file or pyproject.toml
+# changes. `pip check` fails the install when pyproject.toml names a runtime dependency
+# that the lock lacks (run `make lock`; tests/ops/test_lock_files.py checks the dev extra).
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.runtime-installed: $(LOCK_RUNTIME) pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK_RUNTIME)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check || { echo "$(LOCK_RUNTIME) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.dev-installed: $(LOCK_DEV) pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK_DEV)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check || { echo "$(LOCK_DEV) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
 	touch $@ $(VENV)/.runtime-installed
+
+# Regenerating the locks from pyproject.toml, with uv's resolver (uv runs only here, in a
+# venv of its own; installs use pip). The dev lock first; the runtime lock is constrained
+# to it, so the image ships the very versions that `make test` ran against. Resolved for
+# the platform that CI and the image run on, wherever `make lock` runs.
+#   make lock                    add or drop what pyproject.toml changed, keep other pins
+#   make upgrade-deps            every package to its newest allowed version
+#   make lock UPGRADE=fastapi    just that one (space-separate several)
+UV_VERSION ?= 0.13.9
+LOCK_TOOLS := $(VENV)/lock-tools
+UV := $(LOCK_TOOLS)/bin/uv
+LOCK_PLATFORM := --python-version 3.11 --python-platform x86_64-manylinux_2_36
+UV_COMPILE = $(UV) pip compile --quiet --generate-hashes $(LOCK_PLATFORM) \
+	--custom-compile-command 'make lock' pyproject.toml
+
+.PHONY: lock upgrade-deps
+
+$(LOCK_TOOLS)/.uv-$(UV_VERSION):
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+	touch $@
+
+lock: $(LOCK_TOOLS)/.uv-$(UV_VERSION)
+	$(UV_COMPILE) --extra dev $(if $(UPGRADE),$(addprefix --upgrade-package ,$(UPGRADE))) \
+		--output-file $(LOCK_DEV)
+	$(UV_COMPILE) --constraints $(LOCK_DEV) --output-file $(LOCK_RUNTIME)
+
+upgrade-deps: $(LOCK_TOOLS)/.uv-$(UV_VERSION)
+	$(UV_COMPILE) --extra dev --upgrade --output-file $(LOCK_DEV)
+	$(UV_COMPILE) --constraints $(LOCK_DEV) --output-file $(LOCK_RUNTIME)
 
 run: $(VENV)/.runtime-installed
 	ORCH_HOST=$(HOST) ORCH_PORT=$(PORT) $(BIN)/orchestrator serve
