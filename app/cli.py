@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import socket
 import sys
+from types import FrameType
 
 from app.settings import Settings
 
+# Seconds the requests in flight get to finish once SIGTERM arrived; then they are cancelled.
+# Below the 30 s an orchestrator (Kubernetes, ECS, systemd) waits before it sends SIGKILL.
+GRACEFUL_TIMEOUT_S = 25
 
-def _serve(settings: Settings) -> int:
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int) -> int:
+    """Serve until SIGTERM or SIGINT, then stop gracefully and exit with status 0.
+
+    On the signal uvicorn closes the listening socket (new connections are refused), lets
+    the requests in flight finish (at most ``graceful_timeout_s``), runs the lifespan's
+    shutdown (housekeeping stops, the store closes), and then raises the signal again for
+    the handler it found installed: ``_stopped`` makes that a clean exit rather than a
+    death by signal. A signal before uvicorn took over stops the process the same way.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stopped)
     import uvicorn
 
     from app.http.auth import write_dev_tokens
 
+    # systemd socket activation, or a parent (the tests) that bound the port: served as
+    # given, not duplicated (uvicorn --fd keeps a duplicate open, which would go on
+    # accepting connections into its backlog while the server drains).
+    listener = None if fd is None else socket.socket(fileno=fd)
+    host, port = (settings.host, settings.port) if listener is None else listener.getsockname()[:2]
     made = write_dev_tokens(settings.tokens_file, settings.tokens_file.with_name("dev-tokens.env"))
-    base = f"http://{settings.host}:{settings.port}"
+    base = f"http://{host}:{port}"
     print(f"Bench Orchestrator on {base}  (store: {settings.store}", end="")
     print(f", {settings.sqlite_path})" if settings.store == "sqlite" else ")")
     print(f"  API docs: {base}/docs")
@@ -30,14 +56,18 @@ def _serve(settings: Settings) -> int:
             f'curl -H "Authorization: Bearer $ADMIN_TOKEN" {base}/v1/benches'
         )
     sys.stdout.flush()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=graceful_timeout_s,
+        )
     )
+    server.run(sockets=None if listener is None else [listener])
     return 0
 
 
@@ -123,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the API (settings from ORCH_* variables)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--fd", type=int, help="serve on this inherited listening socket instead of host:port"
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=GRACEFUL_TIMEOUT_S,
+        help="seconds requests in flight get to finish after SIGTERM (default: %(default)s)",
+    )
     commands.add_parser("create-tables", help="create the DynamoDB tables (idempotent)")
     commands.add_parser("dev-tokens", help="make a development tokens file if none exists")
     chores = commands.add_parser("housekeeping", help="expire leases, time out runs, ...")
@@ -150,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     settings = Settings().model_copy(update=overrides)
     if args.command == "serve":
-        return _serve(settings)
+        return _serve(settings, args.fd, args.graceful_timeout)
     if args.command == "create-tables":
         return _create_tables(settings)
     if args.command == "housekeeping":

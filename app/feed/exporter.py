@@ -24,8 +24,12 @@ from app.feed.sinks import Sink
 
 # A test hook, read once by the CLI: "after-write" kills the process with SIGKILL right
 # after a batch reached the sink and before its checkpoint is stored, the worst instant.
+# "term-after-write" sends SIGTERM at that instant instead: the batch in hand must still
+# be checkpointed before the exporter stops (and exits 0).
 FAULT_ENV = "ORCH_EXPORT_FAULT"
 FAULT_AFTER_WRITE = "after-write"
+FAULT_TERM_AFTER_WRITE = "term-after-write"
+_FAULT_SIGNALS = {FAULT_AFTER_WRITE: signal.SIGKILL, FAULT_TERM_AFTER_WRITE: signal.SIGTERM}
 DEFAULT_BATCH = 500
 
 
@@ -56,7 +60,7 @@ class Exporter:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        if fault not in (None, "", FAULT_AFTER_WRITE):
+        if fault not in (None, "", *_FAULT_SIGNALS):
             raise ValueError(f"unknown fault point {fault!r}")
         self.name = name
         self._feed = feed
@@ -105,8 +109,8 @@ class Exporter:
         batch = await self._feed.read(checkpoint.position, self._batch_size)
         if batch.events:
             await self._sink.write(batch.events)
-            if self._fault == FAULT_AFTER_WRITE:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if self._fault is not None:
+                os.kill(os.getpid(), _FAULT_SIGNALS[self._fault])
         if batch.position is None or batch.position == checkpoint.position:
             return checkpoint, len(batch.events), False
         advanced = await self._checkpoints.advance(checkpoint, batch.position)
