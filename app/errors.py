@@ -45,6 +45,12 @@ class PreconditionFailed(AppError):
         self.current_version = current_version
 
 
+class PreconditionRequired(AppError):
+    """The change needs If-Match with the ETag the client last read, and it sent none."""
+
+    status = 428
+
+
 class InvalidInput(AppError):
     """Semantically invalid input the schema could not catch (422)."""
 

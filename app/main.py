@@ -25,6 +25,7 @@ from app.http.problems import (
     app_error_response,
     install_problem_handlers,
 )
+from app.http.query_params import ONLY_KNOWN_QUERY_PARAMETERS
 from app.http.rate_limit import RateLimiter
 from app.http.request_context import RequestContextMiddleware, RequestObserver
 from app.http.state import STATE_ATTRIBUTE
@@ -103,6 +104,9 @@ def create_app(
         summary="Book test benches, run CI executions on them, keep an audit trail.",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        dependencies=[ONLY_KNOWN_QUERY_PARAMETERS],
+        # /v1/benches/ is not /v1/benches: a 404 Problem, not a bodyless redirect.
+        redirect_slashes=False,
     )
     _document_problems(app)
     install_problem_handlers(app)

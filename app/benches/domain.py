@@ -17,6 +17,9 @@ CAPABILITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,62}$"
 # touches 2 x MAX_CAPABILITIES guard items plus the bench and its history entry.
 MAX_CAPABILITIES = 32
 MAX_LABELS = 64
+# How many tasks a bench runs at once (leased tasks of runs on it): one unless it can do more.
+DEFAULT_CONCURRENCY = 1
+MAX_CONCURRENCY = 64
 # A bench is online while its last heartbeat is younger than this many intervals.
 LIVENESS_INTERVALS = 3
 
@@ -42,7 +45,15 @@ ADMIN_TRANSITIONS: dict[AdminState, frozenset[AdminState]] = {
 }
 
 # Fields that make up a bench's configuration: changing one bumps the version and is history.
-CONFIG_FIELDS = ("name", "type", "capabilities", "labels", "heartbeat_interval_s", "admin_state")
+CONFIG_FIELDS = (
+    "name",
+    "type",
+    "capabilities",
+    "labels",
+    "heartbeat_interval_s",
+    "admin_state",
+    "concurrency",
+)
 
 
 def is_valid_bench_id(value: str) -> bool:
@@ -71,6 +82,7 @@ class Bench:
     last_heartbeat: Heartbeat | None = None
     # Liveness as last written to history by housekeeping (not on every heartbeat).
     recorded_liveness: Liveness = Liveness.OFFLINE
+    concurrency: int = DEFAULT_CONCURRENCY
 
     def config(self) -> dict[str, Any]:
         """The configuration as plain values, for history diffs."""
@@ -81,6 +93,7 @@ class Bench:
             "labels": dict(self.labels),
             "heartbeat_interval_s": self.heartbeat_interval_s,
             "admin_state": self.admin_state.value,
+            "concurrency": self.concurrency,
         }
 
     def audited(self) -> dict[str, Any]:
@@ -113,6 +126,7 @@ class BenchChanges:
     labels: dict[str, str] | None = None
     heartbeat_interval_s: int | None = None
     admin_state: AdminState | None = None
+    concurrency: int | None = None
 
 
 def new_bench(
@@ -124,6 +138,7 @@ def new_bench(
     labels: dict[str, str],
     heartbeat_interval_s: int,
     now: datetime,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> Bench:
     return Bench(
         bench_id=bench_id,
@@ -136,6 +151,7 @@ def new_bench(
         version=1,
         created_at=now,
         updated_at=now,
+        concurrency=concurrency,
     )
 
 
@@ -167,6 +183,7 @@ def apply_changes(bench: Bench, changes: BenchChanges, now: datetime) -> Bench:
             else changes.heartbeat_interval_s
         ),
         admin_state=bench.admin_state if changes.admin_state is None else changes.admin_state,
+        concurrency=bench.concurrency if changes.concurrency is None else changes.concurrency,
     )
     if updated.config() == bench.config():
         return bench
@@ -186,6 +203,9 @@ def record_liveness(bench: Bench, now: datetime) -> Bench:
 
 
 def retire(bench: Bench, now: datetime) -> Bench:
+    """Retired; the same bench when it already is (retiring twice changes nothing)."""
+    if bench.admin_state is AdminState.RETIRED:
+        return bench
     return apply_changes(bench, BenchChanges(admin_state=AdminState.RETIRED), now)
 
 

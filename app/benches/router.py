@@ -23,7 +23,7 @@ from app.deps import BenchServiceDep as ServiceDep
 from app.history.schemas import HistoryEntryOut, history_page
 from app.http.etag import IfMatchDep, IfNoneMatchHeader
 from app.http.idempotency import IdempotencyKeyDep
-from app.http.pagination import PageOut, PagerDep
+from app.http.pagination import PageOut, PagerDep, render_page
 from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 
@@ -54,6 +54,7 @@ async def create_bench(
             capabilities=frozenset(body.capabilities),
             labels=body.labels,
             heartbeat_interval_s=body.heartbeat_interval_s,
+            concurrency=body.concurrency,
         ),
         actor,
         idempotency.claim(admin, "create_bench", body),
@@ -91,9 +92,10 @@ async def list_benches(
         after=pager.start_after("benches", filters),
     )
     now = service.now()
-    return PageOut[BenchOut](
-        items=[BenchOut.of(bench, now) for bench in page.items],
-        next_cursor=pager.next_cursor("benches", filters, page.next_after),
+    return render_page(
+        page.items,
+        lambda bench: BenchOut.of(bench, now),
+        pager.next_cursor("benches", filters, page.next_after),
     )
 
 
@@ -102,7 +104,7 @@ async def get_bench(
     bench_id: BenchIdPath,
     service: ServiceDep,
     _: Reader,
-    if_none_match: IfNoneMatchHeader = None,
+    if_none_match: IfNoneMatchHeader,
 ) -> Response:
     bench = await service.get(bench_id)
     return conditional_get(BenchOut.of(bench, service.now()), bench.version, if_none_match)
@@ -123,6 +125,7 @@ async def update_bench(
         labels=body.labels,
         heartbeat_interval_s=body.heartbeat_interval_s,
         admin_state=body.admin_state,
+        concurrency=body.concurrency,
     )
     bench = await service.update(bench_id, changes, expectation, actor)
     return resource_response(BenchOut.of(bench, service.now()), bench.version)

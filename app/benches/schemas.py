@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.benches.domain import (
     BENCH_ID_PATTERN,
     CAPABILITY_PATTERN,
+    DEFAULT_CONCURRENCY,
     MAX_CAPABILITIES,
+    MAX_CONCURRENCY,
     MAX_LABELS,
     AdminState,
     Bench,
     Liveness,
 )
+from app.http.limits import NOT_NULL, SmallJsonObject
 
 BenchId = Annotated[str, Field(pattern=BENCH_ID_PATTERN, examples=["rig-7"])]
 Capability = Annotated[str, Field(pattern=CAPABILITY_PATTERN, examples=["can-bus"])]
@@ -25,13 +27,8 @@ BenchType = Annotated[str, Field(min_length=1, max_length=64, examples=["hil-rig
 LabelKey = Annotated[str, Field(min_length=1, max_length=63)]
 LabelValue = Annotated[str, Field(max_length=256)]
 HeartbeatInterval = Annotated[int, Field(ge=5, le=3600)]
-MAX_DETAILS_BYTES = 4096
-
-
-def _small_json(value: dict[str, Any]) -> dict[str, Any]:
-    if len(json.dumps(value)) > MAX_DETAILS_BYTES:
-        raise ValueError(f"details must be at most {MAX_DETAILS_BYTES} bytes as JSON")
-    return value
+# How many tasks the bench runs at once; tasks of one execution always run one by one.
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]
 
 
 class _Strict(BaseModel):
@@ -45,16 +42,18 @@ class BenchCreate(_Strict):
     capabilities: Annotated[list[Capability], Field(max_length=MAX_CAPABILITIES)] = []
     labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] = {}
     heartbeat_interval_s: HeartbeatInterval = 30
+    concurrency: Concurrency = DEFAULT_CONCURRENCY
 
 
 class BenchPatch(_Strict):
     """Only the fields sent change; ``null`` is not a value any of them can take."""
 
-    name: Name | None = None
-    capabilities: Annotated[list[Capability], Field(max_length=MAX_CAPABILITIES)] | None = None
-    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] | None = None
-    heartbeat_interval_s: HeartbeatInterval | None = None
-    admin_state: AdminState | None = None
+    name: Name | None = NOT_NULL
+    capabilities: Annotated[list[Capability], Field(max_length=MAX_CAPABILITIES)] | None = NOT_NULL
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] | None = NOT_NULL
+    heartbeat_interval_s: HeartbeatInterval | None = NOT_NULL
+    admin_state: AdminState | None = NOT_NULL
+    concurrency: Concurrency | None = NOT_NULL
 
     @model_validator(mode="before")
     @classmethod
@@ -74,6 +73,7 @@ class BenchOut(BaseModel):
     labels: dict[str, str]
     heartbeat_interval_s: int
     admin_state: AdminState
+    concurrency: int
     status: Liveness
     last_heartbeat_at: datetime | None
     agent_version: str | None
@@ -92,6 +92,7 @@ class BenchOut(BaseModel):
             labels=bench.labels,
             heartbeat_interval_s=bench.heartbeat_interval_s,
             admin_state=bench.admin_state,
+            concurrency=bench.concurrency,
             status=bench.liveness(now),
             last_heartbeat_at=heartbeat.at if heartbeat else None,
             agent_version=heartbeat.agent_version if heartbeat else None,
@@ -103,7 +104,7 @@ class BenchOut(BaseModel):
 
 class HeartbeatIn(_Strict):
     agent_version: Annotated[str, Field(min_length=1, max_length=64)]
-    details: Annotated[dict[str, Any], AfterValidator(_small_json)] = {}
+    details: SmallJsonObject = {}
 
 
 class HeartbeatOut(BaseModel):

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from app.benches.domain import (
+    DEFAULT_CONCURRENCY,
     AdminState,
     Bench,
     BenchChanges,
@@ -40,6 +41,7 @@ class NewBench:
     capabilities: frozenset[str]
     labels: dict[str, str]
     heartbeat_interval_s: int
+    concurrency: int = DEFAULT_CONCURRENCY
 
 
 class BenchService:
@@ -63,6 +65,7 @@ class BenchService:
             labels=spec.labels,
             heartbeat_interval_s=spec.heartbeat_interval_s,
             now=now,
+            concurrency=spec.concurrency,
         )
 
         async def create(record: IdempotencyRecord | None) -> Bench:

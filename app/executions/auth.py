@@ -18,5 +18,6 @@ Launcher = Annotated[Principal, Depends(require_roles(Role.CI, Role.USER, Role.A
 Reporter = PrincipalDep
 # Claiming tasks: bench agents only (the domain checks it is this bench's agent).
 Agent = Annotated[Principal, Depends(require_roles(Role.AGENT))]
-# Task lease reports: the lease holder, whoever they are (the domain checks the lease).
-LeaseHolder = PrincipalDep
+# Task lease reports (heartbeat, complete, fail): agents only, refused before any task is
+# read; which agent holds the lease is the domain's check (409 for another agent).
+LeaseHolder = Annotated[Principal, Depends(require_roles(Role.AGENT))]

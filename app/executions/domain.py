@@ -1,7 +1,9 @@
-"""Executions and their tasks: the state machines, leases, retries and verdicts. No I/O.
+"""Executions and their tasks: the state machines, leases, retries and verdicts, and which
+task a bench's agent gets next. No I/O.
 
-An execution tests one commit on a reserved bench; its tasks are leased one at a time
-to the bench's agent. Everything here is a pure function from old state to new state.
+An execution tests one commit on a reserved bench; its tasks run in order, leased one at
+a time to the bench's agent. Everything here is a pure function from old state to new
+state.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ COMMIT_SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 # that cancels every unfinished sibling (2N + 2): N = 48 keeps both within one transaction.
 MAX_TASKS = 48
 DEFAULT_MAX_ATTEMPTS = 3
+# The longest one attempt of a task may take. A lease never outlives its attempt's timeout,
+# so a run can hold its bench for at most this long after its reservation has ended.
+MAX_TASK_TIMEOUT_S = 86_400
 
 
 class ExecutionStatus(StrEnum):
@@ -66,7 +71,25 @@ class TaskStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (TaskStatus.PENDING, TaskStatus.LEASED)
+        return not TASK_TRANSITIONS[self]
+
+
+TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.LEASED, TaskStatus.CANCELLED}),
+    TaskStatus.LEASED: frozenset(
+        {
+            TaskStatus.SUCCEEDED,
+            TaskStatus.FAILED,
+            TaskStatus.PENDING,  # a retry, after a failure or an expired lease
+            TaskStatus.DEAD,
+            TaskStatus.CANCELLED,
+        }
+    ),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.DEAD: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +283,19 @@ def _lease_end(task: Task, now: datetime, lease: timedelta) -> datetime:
     return min(now + lease, started + timedelta(seconds=task.timeout_s))
 
 
+def _refuse(task: Task, detail: str, **extensions: Any) -> Conflict:
+    allowed = TASK_TRANSITIONS[task.status]
+    return Conflict(
+        detail,
+        current_status=task.status.value,
+        allowed_transitions=sorted(status.value for status in allowed),
+        **extensions,
+    )
+
+
 def claim(task: Task, holder: str, now: datetime, lease: timedelta) -> Task:
     if task.status is not TaskStatus.PENDING:
-        raise Conflict(f"task {task.task_id} is {task.status.value}, not pending")
+        raise _refuse(task, f"task {task.task_id} is {task.status.value}, not pending")
     started = replace(task, attempt_started_at=now)
     return started._next(
         now,
@@ -276,11 +309,9 @@ def claim(task: Task, holder: str, now: datetime, lease: timedelta) -> Task:
 
 def _check_holder(task: Task, holder: str, now: datetime) -> None:
     if task.status is not TaskStatus.LEASED or task.lease_holder != holder:
-        raise Conflict(
-            f"task {task.task_id} is not leased to you", current_status=task.status.value
-        )
+        raise _refuse(task, f"task {task.task_id} is not leased to you")
     if not task.lease_live(now):
-        raise Conflict(f"the lease on task {task.task_id} has expired", lease_expired=True)
+        raise _refuse(task, f"the lease on task {task.task_id} has expired", lease_expired=True)
 
 
 def extend(task: Task, holder: str, now: datetime, lease: timedelta) -> Task:
@@ -288,7 +319,18 @@ def extend(task: Task, holder: str, now: datetime, lease: timedelta) -> Task:
     return task._next(now, lease_expires_at=_lease_end(task, now, lease))
 
 
-def complete(task: Task, holder: str, now: datetime, result: dict[str, Any]) -> Task:
+def complete(
+    task: Task,
+    holder: str,
+    now: datetime,
+    result: dict[str, Any],
+    reported_by: str | None = None,
+) -> Task:
+    """``reported_by``: the agent whose report made the task's current version, if one did.
+    That agent completing it again with the same result changes nothing (a retried
+    request): the task comes back as it is."""
+    if task.status is TaskStatus.SUCCEEDED and reported_by == holder and task.result == result:
+        return task
     _check_holder(task, holder, now)
     return task._next(
         now, status=TaskStatus.SUCCEEDED, result=result, lease_holder=None, lease_expires_at=None
@@ -307,13 +349,31 @@ def _retry_or_die(task: Task, now: datetime, error: str) -> Task:
     )
 
 
-def fail(task: Task, holder: str, now: datetime, error: str, retryable: bool) -> Task:
+def fail(
+    task: Task,
+    holder: str,
+    now: datetime,
+    error: str,
+    retryable: bool,
+    reported_by: str | None = None,
+) -> Task:
+    """Like ``complete``, the same failure repeated by the agent that reported it is the
+    task as it is."""
+    if reported_by == holder and task.error == error and _failed_as(task, retryable):
+        return task
     _check_holder(task, holder, now)
     if retryable:
         return _retry_or_die(task, now, error)
     return task._next(
         now, status=TaskStatus.FAILED, error=error, lease_holder=None, lease_expires_at=None
     )
+
+
+def _failed_as(task: Task, retryable: bool) -> bool:
+    """Whether the task is as a failure of that kind leaves it."""
+    if retryable:
+        return task.status in (TaskStatus.PENDING, TaskStatus.DEAD)
+    return task.status is TaskStatus.FAILED
 
 
 def expire(task: Task, now: datetime) -> Task:
@@ -344,6 +404,95 @@ def verdict(tasks: Sequence[Task]) -> ExecutionStatus | None:
 def timed_out(execution: Execution, now: datetime) -> bool:
     deadline = execution.deadline
     return execution.status is ExecutionStatus.RUNNING and deadline is not None and now >= deadline
+
+
+# --- which task a bench hands out next ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRun:
+    """An execution on a bench with its tasks, as a claim reads them.
+
+    ``claimable``: its reservation is active, so its tasks may be handed out now. The runs
+    of a reservation that has ended are not, yet the leases they still hold keep the
+    bench busy.
+    """
+
+    execution: Execution
+    tasks: tuple[Task, ...]
+    claimable: bool = True
+
+    @property
+    def finished(self) -> bool:
+        # A verdict commits with the task change that decides it, and ending a run cancels
+        # its tasks: a run whose tasks are all over is over, even while an index that lags
+        # still lists it as open.
+        return self.execution.status.is_terminal or all(
+            task.status.is_terminal for task in self.tasks
+        )
+
+    @property
+    def head(self) -> Task | None:
+        """The first task that has not succeeded: the one task of the run that may run."""
+        ordered = sorted(self.tasks, key=lambda task: task.seq)
+        return next((task for task in ordered if task.status is not TaskStatus.SUCCEEDED), None)
+
+    @property
+    def leased(self) -> int:
+        return sum(1 for task in self.tasks if task.status is TaskStatus.LEASED)
+
+
+@dataclass(frozen=True, slots=True)
+class NextTask:
+    """The task a claim leases, and the tasks its decision relies on staying as read."""
+
+    execution: Execution
+    task: Task
+    # Every other task that could be handed out now. A claim that leased one of them
+    # meanwhile must send this one back to decide again, or the two together could pass
+    # the bench's concurrency: the claim's writes are conditioned on their versions.
+    pinned: tuple[Task, ...]
+
+
+def next_task(runs: Sequence[OpenRun], concurrency: int) -> NextTask | None:
+    """The task a bench's agent gets next, or None when the bench has nothing to hand out.
+
+    - A task is claimable only when every earlier task of its execution has succeeded:
+      an execution has at most one task out at a time, its head.
+    - The bench runs at most ``concurrency`` tasks at once: every leased task of a run on
+      it counts (whether or not its lease has run out yet), whatever its reservation.
+    - The executions of a reservation start in creation order: an execution's first task
+      is not claimable while ``concurrency`` earlier executions of its reservation are
+      unfinished. With the default concurrency of 1 they run one after another.
+    - Of the claimable tasks, the one of the earliest execution goes first.
+
+    An expired lease or a retryable failure puts a task back to pending: it is still its
+    execution's head, so it is the one handed out again.
+    """
+    if sum(run.leased for run in runs) >= concurrency:
+        return None
+    started: dict[str, int] = {}  # reservation id -> its unfinished runs seen so far
+    claimable: list[tuple[Execution, Task]] = []
+    for run in sorted(runs, key=lambda run: execution_order(run.execution)):
+        if run.finished or not run.claimable:
+            continue
+        reservation_id = run.execution.reservation_id
+        ahead = started.get(reservation_id, 0)
+        started[reservation_id] = ahead + 1
+        if ahead >= concurrency:
+            continue
+        head = run.head
+        if head is not None and head.status is TaskStatus.PENDING:
+            claimable.append((run.execution, head))
+    if not claimable:
+        return None
+    (execution, task), *others = claimable
+    return NextTask(execution, task, tuple(other for _, other in others))
+
+
+def execution_order(execution: Execution) -> tuple[datetime, str]:
+    """Creation order, as the store lists executions."""
+    return execution.created_at, execution.execution_id
 
 
 # --- who may act on whose runs -----------------------------------------------------------

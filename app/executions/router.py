@@ -24,7 +24,7 @@ from app.executions.service import ExecutionService, NewExecution
 from app.history.schemas import HistoryEntryOut, history_page
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
-from app.http.pagination import PageOut, PagerDep
+from app.http.pagination import PageOut, PagerDep, render_page
 from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 
@@ -115,9 +115,8 @@ async def _page(
         limit=pager.limit,
         after=pager.start_after("executions", filters),
     )
-    return PageOut[ExecutionOut](
-        items=[ExecutionOut.of(execution) for execution in page.items],
-        next_cursor=pager.next_cursor("executions", filters, page.next_after),
+    return render_page(
+        page.items, ExecutionOut.of, pager.next_cursor("executions", filters, page.next_after)
     )
 
 
@@ -128,7 +127,7 @@ async def get_execution(
     execution_id: IdPath,
     service: ServiceDep,
     _: Reader,
-    if_none_match: IfNoneMatchHeader = None,
+    if_none_match: IfNoneMatchHeader,
 ) -> Response:
     execution, tasks = await service.get(execution_id)
     return conditional_get(ExecutionOut.of(execution, tasks), execution.version, if_none_match)
@@ -200,7 +199,11 @@ async def list_execution_history(
 async def claim_task(
     bench_id: BenchIdPath, service: ServiceDep, actor: ActorDep, _: Agent
 ) -> Response:
-    """The bench's agent leases its next task; 204 when there is none."""
+    """The bench's agent leases the task it should run next; 204 when there is none now.
+
+    A run's tasks go in order, each once every earlier one has succeeded; the runs of a
+    reservation start in creation order; the bench runs at most its ``concurrency`` tasks
+    at once."""
     task = await service.claim_next(bench_id, actor)
     if task is None:
         return Response(status_code=204)
@@ -212,7 +215,7 @@ async def get_task(
     task_id: IdPath,
     service: ServiceDep,
     _: Reader,
-    if_none_match: IfNoneMatchHeader = None,
+    if_none_match: IfNoneMatchHeader,
 ) -> Response:
     task = await service.get_task(task_id)
     return conditional_get(TaskOut.of(task), task.version, if_none_match)

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.executions.domain import (
     COMMIT_SHA_PATTERN,
+    MAX_TASK_TIMEOUT_S,
     MAX_TASKS,
     Execution,
     ExecutionStatus,
     Task,
     TaskStatus,
 )
-
-MAX_JSON_BYTES = 16 * 1024
-
-
-def _small_json(value: dict[str, Any]) -> dict[str, Any]:
-    if len(json.dumps(value)) > MAX_JSON_BYTES:
-        raise ValueError(f"must be at most {MAX_JSON_BYTES} bytes as JSON")
-    return value
-
-
-SmallJson = Annotated[dict[str, Any], AfterValidator(_small_json)]
+from app.http.limits import JsonObject
 
 
 class _Strict(BaseModel):
@@ -35,8 +25,8 @@ class _Strict(BaseModel):
 
 class TaskIn(_Strict):
     type: Annotated[str, Field(min_length=1, max_length=100, examples=["flash"])]
-    params: SmallJson = {}
-    timeout_s: Annotated[int, Field(ge=1, le=86_400)] = 600
+    params: JsonObject = {}
+    timeout_s: Annotated[int, Field(ge=1, le=MAX_TASK_TIMEOUT_S)] = 600
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
 
 
@@ -44,7 +34,7 @@ class ExecutionCreate(_Strict):
     reservation_id: Annotated[str, Field(min_length=1, max_length=64)]
     commit_sha: Annotated[str, Field(pattern=COMMIT_SHA_PATTERN, examples=["9fceb02"])]
     pipeline_url: Annotated[str, Field(max_length=2048)] | None = None
-    metadata: SmallJson = {}
+    metadata: JsonObject = {}
     tasks: Annotated[list[TaskIn], Field(min_length=1, max_length=MAX_TASKS)]
 
 
@@ -139,7 +129,7 @@ class ExecutionOut(BaseModel):
 
 
 class TaskComplete(_Strict):
-    result: SmallJson = {}
+    result: JsonObject = {}
 
 
 class TaskFail(_Strict):

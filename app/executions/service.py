@@ -4,15 +4,18 @@ set conditioned on every version it read: a lost race is retried on fresh state.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from app.clock import Clock
 from app.errors import Conflict, InvalidInput, NotFound
+from app.executions.changes import EXECUTION_AUDIT, TASK_AUDIT, ChangeSet, settle
 from app.executions.domain import (
+    MAX_TASK_TIMEOUT_S,
     Execution,
     ExecutionStatus,
+    OpenRun,
     Task,
     TaskSpec,
     TaskStatus,
@@ -26,17 +29,17 @@ from app.executions.domain import (
     extend,
     fail,
     new_execution,
+    next_task,
     report,
     timed_out,
     transition,
-    verdict,
 )
-from app.history.domain import AuditTrail, HistoryEntry
+from app.history.domain import HistoryEntry
 from app.identity import Actor
 from app.ids import sortable_uuid
-from app.kit.concurrency import retrying, stale
+from app.kit.concurrency import check_expectation, retrying, stale
 from app.kit.idempotency import IdempotencyClaim, create_once
-from app.reservations.domain import ReservationStatus
+from app.reservations.domain import Reservation, ReservationStatus
 from app.store.base import (
     ExecutionQuery,
     IdempotencyRecord,
@@ -59,71 +62,6 @@ class NewExecution:
     tasks: list[TaskSpec]
 
 
-@dataclass(slots=True)
-class ChangeSet:
-    """What one use-case writes: versioned replacements, checks and history entries."""
-
-    executions: list[Write[Execution]] = field(default_factory=list)
-    tasks: list[Write[Task]] = field(default_factory=list)
-    entries: list[HistoryEntry] = field(default_factory=list)
-
-    def change_execution(
-        self, before: Execution, after: Execution, actor: Actor, action: str
-    ) -> None:
-        self.executions.append(Write(before, after))
-        self.entries.append(EXECUTION_AUDIT.entry(after, actor, action, before))
-
-    def change_task(self, before: Task, after: Task, actor: Actor, action: str) -> None:
-        self.tasks.append(Write(before, after))
-        self.entries.append(TASK_AUDIT.entry(after, actor, action, before))
-
-    def check_task(self, task: Task) -> None:
-        self.tasks.append(Write(task, None))
-
-
-def _task_snapshot(task: Task) -> dict[str, Any]:
-    return {
-        "status": task.status.value,
-        "attempts": task.attempts,
-        "lease_holder": task.lease_holder,
-        "error": task.error,
-        "result": task.result,
-    }
-
-
-EXECUTION_AUDIT: AuditTrail[Execution] = AuditTrail(
-    "execution", lambda execution: execution.execution_id, Execution.snapshot
-)
-TASK_AUDIT: AuditTrail[Task] = AuditTrail("task", lambda task: task.task_id, _task_snapshot)
-
-
-def settle(
-    changes: ChangeSet,
-    execution: Execution,
-    tasks: Sequence[Task],
-    changed: Task,
-    actor: Actor,
-    now: datetime,
-) -> Execution:
-    """After ``changed`` replaces its old self in ``tasks``: reach the verdict if the tasks
-    decide it (cancelling what is left), or else pin every unfinished sibling's version,
-    so that two tasks finishing at once cannot both miss the verdict."""
-    current = [changed if task.task_id == changed.task_id else task for task in tasks]
-    outcome = verdict(current)
-    siblings = [task for task in tasks if task.task_id != changed.task_id]
-    # Tasks finish only after a claim started the run: a queued run has no verdict yet.
-    if outcome is None or execution.status is not ExecutionStatus.RUNNING:
-        for sibling in siblings:
-            if not sibling.status.is_terminal:
-                changes.check_task(sibling)
-        return execution
-    finished = transition(execution, outcome, now)
-    for sibling in siblings:
-        if not sibling.status.is_terminal:
-            changes.change_task(sibling, cancel_task(sibling, now), actor, "cancelled")
-    return finished
-
-
 class ExecutionService:
     def __init__(self, store: Store, clock: Clock, lease: timedelta) -> None:
         self._store = store
@@ -139,36 +77,38 @@ class ExecutionService:
         self, spec: NewExecution, actor: Actor, claim_: IdempotencyClaim | None
     ) -> tuple[Execution, list[Task], bool]:
         now = self._clock.now()
-        reservation = await self._store.reservations.get(spec.reservation_id)
-        if reservation is None:
-            raise NotFound(f"reservation {spec.reservation_id!r} does not exist")
-        principal = actor.principal
-        check_may_launch(principal, reservation.user_id)
-        status = reservation.status(now)
-        if status not in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE):
-            raise Conflict(
-                f"reservation {reservation.reservation_id!r} is {status.value}",
-                reservation_status=status.value,
-            )
         execution_id = sortable_uuid(now)
-        execution, tasks = new_execution(
-            execution_id=execution_id,
-            reservation_id=reservation.reservation_id,
-            bench_id=reservation.bench_id,
-            created_by=principal.subject,
-            commit_sha=spec.commit_sha,
-            pipeline_url=spec.pipeline_url,
-            metadata=spec.metadata,
-            tasks=spec.tasks,
-            now=now,
-        )
+        created: list[Task] = []
 
         async def store_new(record: IdempotencyRecord | None) -> Execution:
-            entries = [EXECUTION_AUDIT.entry(execution, actor, "created", None)]
-            entries += [TASK_AUDIT.entry(task, actor, "created", None) for task in tasks]
+            # Checked here, after the key: a retry replays what its key made whatever the
+            # reservation has become since (cancelled, ended).
+            reservation = await self._store.reservations.get(spec.reservation_id)
+            if reservation is None:
+                raise NotFound(f"reservation {spec.reservation_id!r} does not exist")
+            check_may_launch(actor.principal, reservation.user_id)
+            status = reservation.status(now)
+            if status not in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE):
+                raise Conflict(
+                    f"reservation {reservation.reservation_id!r} is {status.value}",
+                    reservation_status=status.value,
+                )
+            execution, tasks = new_execution(
+                execution_id=execution_id,
+                reservation_id=reservation.reservation_id,
+                bench_id=reservation.bench_id,
+                created_by=actor.subject,
+                commit_sha=spec.commit_sha,
+                pipeline_url=spec.pipeline_url,
+                metadata=spec.metadata,
+                tasks=spec.tasks,
+                now=now,
+            )
             changes = ChangeSet([Write(None, execution)], [Write(None, task) for task in tasks])
-            changes.entries += entries
+            changes.entries.append(EXECUTION_AUDIT.entry(execution, actor, "created", None))
+            changes.entries += [TASK_AUDIT.entry(task, actor, "created", None) for task in tasks]
             await self._commit(changes, record=record)
+            created.extend(tasks)
             return execution
 
         stored, replayed = await create_once(
@@ -180,7 +120,7 @@ class ExecutionService:
             load=self._store.executions.get,
         )
         if not replayed:
-            return stored, tasks, False
+            return stored, created, False
         return stored, await self._store.executions.get_tasks(stored.task_ids), True
 
     async def get(self, execution_id: str) -> tuple[Execution, list[Task]]:
@@ -226,8 +166,7 @@ class ExecutionService:
             now = self._clock.now()
             execution, tasks = await self.get(execution_id)
             check_may_report(actor.principal, execution)
-            if expectation is not None and not expectation.allows(execution.version):
-                raise stale(_what(execution_id), execution.version)
+            check_expectation(_what(execution_id), expectation, execution.version)
             after = report(
                 execution,
                 status=status,
@@ -319,58 +258,83 @@ class ExecutionService:
     # --- tasks ---------------------------------------------------------------------------
 
     async def claim_next(self, bench_id: str, actor: Actor) -> Task | None:
-        """Lease the next pending task of a run on this bench's active reservation."""
+        """Lease the task the bench runs next (the domain's ``next_task``), or None.
+
+        The change set is conditioned on everything the decision read that another claim
+        could change: the leased task, and every other task that could be handed out now
+        (checked at the versions read), so two racing claims never both take the bench's
+        last free slot, nor one task twice."""
         principal = actor.principal
         check_may_claim(principal, bench_id)
 
         async def attempt() -> Task | None:
             now = self._clock.now()
-            for execution in await self._runnable(bench_id, now):
-                tasks = await self._store.executions.get_tasks(execution.task_ids)
-                pending = next((t for t in tasks if t.status is TaskStatus.PENDING), None)
-                if pending is None:
-                    continue
-                leased = claim(pending, principal.subject, now, self._lease)
-                changes = ChangeSet()
-                changes.change_task(pending, leased, actor, "claimed")
-                if execution.status is ExecutionStatus.QUEUED:
-                    started = transition(execution, ExecutionStatus.RUNNING, now)
-                    changes.change_execution(execution, started, actor, "started")
-                await self._commit(changes)
-                return leased
-            return None
+            bench = await self._store.benches.get(bench_id)
+            if bench is None:
+                raise NotFound(f"bench {bench_id!r} does not exist")
+            reservations = await self._reservations_reaching(bench_id, now)
+            active = [r for r in reservations if r.status(now) is ReservationStatus.ACTIVE]
+            runs = await self._open_runs(active, claimable=True)
+            decision = next_task(runs, bench.concurrency)
+            ended = [r for r in reservations if r not in active]
+            if decision is not None and ended:
+                # Runs of reservations that have ended hand out nothing, but the leases
+                # they still hold count against the bench: read them only when it matters.
+                runs += await self._open_runs(ended, claimable=False)
+                decision = next_task(runs, bench.concurrency)
+            if decision is None:
+                return None
+            execution, pending = decision.execution, decision.task
+            leased = claim(pending, principal.subject, now, self._lease)
+            changes = ChangeSet()
+            changes.change_task(pending, leased, actor, "claimed")
+            for other in decision.pinned:
+                changes.check_task(other)
+            if execution.status is ExecutionStatus.QUEUED:
+                started = transition(execution, ExecutionStatus.RUNNING, now)
+                changes.change_execution(execution, started, actor, "started")
+            await self._commit(changes)
+            return leased
 
         return await retrying(attempt, f"the task queue of bench {bench_id!r}")
 
-    async def _runnable(self, bench_id: str, now: datetime) -> list[Execution]:
-        """Queued or running executions of the reservation active on the bench now."""
-        active = await self._store.reservations.find(
-            ReservationQuery(
-                bench_id=bench_id,
-                ends_after=now,
-                starts_before=now + timedelta(microseconds=1),
-                holding_only=True,
-            ),
-            10,
-            None,
+    async def _reservations_reaching(self, bench_id: str, now: datetime) -> list[Reservation]:
+        """The bench's reservations under way now, or ended recently enough that a run of
+        theirs may still hold a lease (a lease never outlives its attempt's timeout)."""
+        query = ReservationQuery(
+            bench_id=bench_id,
+            ends_after=now - timedelta(seconds=MAX_TASK_TIMEOUT_S),
+            starts_before=now + timedelta(microseconds=1),
         )
-        runnable: list[Execution] = []
-        for reservation in active.items:
-            if reservation.status(now) is not ReservationStatus.ACTIVE:
-                continue
+        found: list[Reservation] = []
+        after: str | None = None
+        while True:
+            page = await self._store.reservations.find(query, 100, after)
+            found += page.items
+            if page.next_after is None:
+                return found
+            after = page.next_after
+
+    async def _open_runs(
+        self, reservations: Sequence[Reservation], *, claimable: bool
+    ) -> list[OpenRun]:
+        """The queued and running executions of these reservations, with their tasks."""
+        executions: list[Execution] = []
+        for reservation in reservations:
+            query = ExecutionQuery(reservation_id=reservation.reservation_id, open_only=True)
             after: str | None = None
             while True:
-                page = await self._store.executions.find(
-                    ExecutionQuery(reservation_id=reservation.reservation_id, open_only=True),
-                    100,
-                    after,
-                )
-                # The open index may lag a verdict by a moment: skip what has finished.
-                runnable += [e for e in page.items if not e.status.is_terminal]
+                page = await self._store.executions.find(query, 100, after)
+                executions += page.items
                 if page.next_after is None:
                     break
                 after = page.next_after
-        return runnable
+        wanted = [task_id for execution in executions for task_id in execution.task_ids]
+        tasks = {task.task_id: task for task in await self._store.executions.get_tasks(wanted)}
+        return [
+            OpenRun(execution, tuple(tasks[i] for i in execution.task_ids if i in tasks), claimable)
+            for execution in executions
+        ]
 
     async def heartbeat(self, task_id: str, actor: Actor) -> Task:
         async def attempt() -> Task:
@@ -384,44 +348,50 @@ class ExecutionService:
         return await retrying(attempt, f"task {task_id!r}")
 
     async def complete(self, task_id: str, result: dict[str, Any], actor: Actor) -> Task:
-        return await self._finish(
+        task, _ = await self._finish(
             task_id,
             actor,
-            lambda task, now: complete(task, actor.subject, now, result),
+            lambda task, now, by: complete(task, actor.subject, now, result, by),
             "completed",
         )
+        return task
 
     async def fail(self, task_id: str, error: str, retryable: bool, actor: Actor) -> Task:
-        return await self._finish(
+        task, _ = await self._finish(
             task_id,
             actor,
-            lambda task, now: fail(task, actor.subject, now, error, retryable),
+            lambda task, now, by: fail(task, actor.subject, now, error, retryable, by),
             "failed",
         )
+        return task
 
     async def expire_lease(self, task: Task, actor: Actor) -> Task | None:
         """Housekeeping: a lease that ran out puts the task back, or kills it. None if the
-        lease is still live (a heartbeat came in)."""
+        lease is still live (a heartbeat came in) or the task has moved on."""
         if task.lease_live(self._clock.now()):
             return None
-        try:
-            return await self._finish(task.task_id, actor, lambda t, now: expire(t, now), "expired")
-        except Conflict:
-            return None
+        expired, changed = await self._finish(
+            task.task_id, actor, lambda current, now, _: expire(current, now), "expired"
+        )
+        return expired if changed else None
 
     async def _finish(
         self,
         task_id: str,
         actor: Actor,
-        decide: Callable[[Task, datetime], Task],
+        decide: Callable[[Task, datetime, str | None], Task],
         action: str,
-    ) -> Task:
-        async def attempt() -> Task:
+    ) -> tuple[Task, bool]:
+        """The task as stored after ``decide``, and whether this call changed it: a report
+        whose effect already holds (``decide`` returns the task itself) writes nothing."""
+
+        async def attempt() -> tuple[Task, bool]:
             now = self._clock.now()
             task = await self._task(task_id)
-            after = decide(task, now)
-            if after == task:
-                raise Conflict(f"task {task_id} has nothing to {action.removesuffix('d')}")
+            reported_by = None if task.status is TaskStatus.LEASED else await self._reporter(task)
+            after = decide(task, now, reported_by)
+            if after is task:
+                return task, False
             execution = await self._store.executions.get(task.execution_id)
             assert execution is not None  # tasks are written with their execution
             tasks = await self._store.executions.get_tasks(execution.task_ids)
@@ -431,9 +401,20 @@ class ExecutionService:
             if settled is not execution:
                 changes.change_execution(execution, settled, actor, "verdict")
             await self._commit(changes)
-            return after
+            return after, True
 
         return await retrying(attempt, f"task {task_id!r}")
+
+    async def _reporter(self, task: Task) -> str | None:
+        """Who made the task's current version by completing or failing it, if anyone:
+        the one caller whose repeated report is answered with the task as it is."""
+        entries = await self._store.history.find(
+            TASK_AUDIT.entity_type, task.task_id, 1, task.version - 1, now=self._clock.now()
+        )
+        entry = next(iter(entries.items), None)
+        if entry is None or entry.version != task.version:
+            return None
+        return entry.actor if entry.action in ("completed", "failed") else None
 
     async def get_task(self, task_id: str) -> Task:
         return await self._task(task_id)

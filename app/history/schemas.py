@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.history.domain import HistoryEntry
-from app.http.pagination import PageOut, Pager
+from app.http.pagination import PageOut, Pager, render_page
 from app.store.base import Page
 
 
@@ -39,7 +39,6 @@ async def history_page(
     """One page of a resource's history, oldest first; the cursor carries the last version."""
     after = pager.start_after(scope, {})
     page = await load(pager.limit, None if after is None else int(after))
-    return PageOut[HistoryEntryOut](
-        items=[HistoryEntryOut.of(entry) for entry in page.items],
-        next_cursor=pager.next_cursor(scope, {}, page.next_after),
+    return render_page(
+        page.items, HistoryEntryOut.of, pager.next_cursor(scope, {}, page.next_after)
     )

@@ -7,7 +7,12 @@ from typing import Annotated
 from fastapi import Depends, Header
 
 from app.http.exceptions import ProblemException
-from app.versioning import VersionExpectation
+from app.http.limits import MAX_PRECONDITION_HEADER
+from app.versioning import MISSING, VersionExpectation
+
+# Versions are counters: a longer number is not one of ours (and int() of 10,000 digits
+# is refused by Python itself), so it simply matches nothing.
+_MAX_VERSION_DIGITS = 18
 
 
 def etag_for(version: int) -> str:
@@ -27,7 +32,7 @@ def parse_if_match(header: str) -> VersionExpectation:
         if tag.startswith("W/"):
             continue  # If-Match uses strong comparison: a weak tag never matches
         value = tag.strip('"')
-        if value.isdigit():
+        if value.isdigit() and len(value) <= _MAX_VERSION_DIGITS:
             versions.add(int(value))
     return VersionExpectation(any_version=False, versions=frozenset(versions))
 
@@ -43,24 +48,36 @@ def if_none_match_hits(header: str | None, version: int) -> bool:
     return any(tag.removeprefix("W/").strip('"') == current for tag in tags)
 
 
-def optional_if_match(
+def _bounded(name: str, value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_PRECONDITION_HEADER:
+        raise ProblemException(
+            400, f"{name} is longer than {MAX_PRECONDITION_HEADER} characters", slug="bad-request"
+        )
+    return value
+
+
+async def optional_if_match(
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> VersionExpectation | None:
+    if_match = _bounded("If-Match", if_match)
     return None if if_match is None else parse_if_match(if_match)
 
 
-def required_if_match(
+async def required_if_match(
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> VersionExpectation:
-    if if_match is None:
-        raise ProblemException(
-            428,
-            "this request must carry If-Match with the ETag you last read",
-            slug="precondition-required",
-        )
-    return parse_if_match(if_match)
+    """Without the header the change is refused (428), but by the service, once it knows
+    the resource exists: an unknown resource is a 404 whatever the preconditions."""
+    if_match = _bounded("If-Match", if_match)
+    return MISSING if if_match is None else parse_if_match(if_match)
+
+
+async def if_none_match_header(
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> str | None:
+    return _bounded("If-None-Match", if_none_match)
 
 
 IfMatchDep = Annotated[VersionExpectation, Depends(required_if_match)]
 OptionalIfMatchDep = Annotated[VersionExpectation | None, Depends(optional_if_match)]
-IfNoneMatchHeader = Annotated[str | None, Header(alias="If-None-Match")]
+IfNoneMatchHeader = Annotated[str | None, Depends(if_none_match_header)]

@@ -11,7 +11,8 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -104,3 +105,26 @@ def _pager(
 
 
 PagerDep = Annotated[Pager, Depends(_pager)]
+
+
+Item = TypeVar("Item")
+Rendered = TypeVar("Rendered", bound=BaseModel)
+_logger = logging.getLogger("app.http")
+
+
+def render_page(
+    items: Iterable[Item], render: Callable[[Item], Rendered], next_cursor: str | None
+) -> PageOut[Rendered]:
+    """A page of representations. An item that cannot be rendered (stored before the input
+    limits existed: too deep to encode, text that is not Unicode) is left out and logged,
+    so that one bad item never turns a whole list into a 500."""
+    rendered: list[Rendered] = []
+    for item in items:
+        try:
+            representation = render(item)
+            representation.model_dump_json()  # what the response will do, checked first
+        except (ValueError, RecursionError) as error:
+            _logger.error("left an item out of a page: it cannot be rendered (%s)", error)
+            continue
+        rendered.append(representation)
+    return PageOut[Rendered](items=rendered, next_cursor=next_cursor)

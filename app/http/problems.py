@@ -20,6 +20,8 @@ from app.http.etag import etag_for
 from app.http.exceptions import ProblemException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# Where the request middleware leaves the request id for handlers that run outside it.
+REQUEST_ID_SCOPE_KEY = "orchestrator.request_id"
 PROBLEM_TYPE_BASE = "https://bench-orchestrator.dev/problems/"
 
 logger = logging.getLogger("app.http")
@@ -68,8 +70,11 @@ def problem_response(
     *,
     slug: str | None = None,
     headers: dict[str, str] | None = None,
+    instance: str | None = None,
     **extensions: Any,
 ) -> JSONResponse:
+    """``instance`` is the request's path: from ``request``, or given where there is none
+    yet (the middleware refusing a body before the app sees it)."""
     title = HTTPStatus(status).phrase
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + (slug or title.lower().replace(" ", "-")),
@@ -79,6 +84,8 @@ def problem_response(
     }
     if request is not None:
         body["instance"] = request.url.path
+    elif instance is not None:
+        body["instance"] = instance
     # pydantic's encoder, so instants in problems read exactly as in resources.
     body.update(to_jsonable_python(extensions))
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
@@ -153,7 +160,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(request, exc.status_code, str(exc.detail), headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error", exc_info=exc)
+        # This handler runs outside the request middleware, whose context has ended:
+        # the request id comes from the scope it left behind.
+        logger.exception(
+            "unhandled error",
+            exc_info=exc,
+            extra={"request_id": request.scope.get(REQUEST_ID_SCOPE_KEY, "-")},
+        )
         return problem_response(request, 500, "an unexpected error occurred; it has been logged")
 
     app.add_exception_handler(ProblemException, on_problem)

@@ -15,7 +15,7 @@ from typing import Protocol
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.problems import problem_response
+from app.http.problems import REQUEST_ID_SCOPE_KEY, problem_response
 from app.logs import request_id_var
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -54,6 +54,7 @@ class RequestContextMiddleware:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID_RE.fullmatch(given) else str(uuid.uuid4())
         token = request_id_var.set(request_id)
+        scope[REQUEST_ID_SCOPE_KEY] = request_id
         started = time.perf_counter()
         status_holder = [500]
 
@@ -99,20 +100,25 @@ class RequestContextMiddleware:
             try:
                 length = int(length_text)
             except ValueError:
-                return problem_response(None, 400, "Content-Length is not a number")
+                return problem_response(
+                    None, 400, "Content-Length is not a number", instance=scope["path"]
+                )
             if length > self.max_body_bytes:
-                return self._too_large()
+                return self._too_large(scope["path"])
             has_body = has_body or length > 0
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         if has_body and not _is_json(content_type):
             return problem_response(
-                None, 415, f"send JSON (application/json), not {content_type or 'no type'!r}"
+                None,
+                415,
+                f"send JSON (application/json), not {content_type or 'no type'!r}",
+                instance=scope["path"],
             )
         return None
 
-    def _too_large(self) -> ASGIApp:
+    def _too_large(self, path: str) -> ASGIApp:
         return problem_response(
-            None, 413, f"the request body is larger than {self.max_body_bytes} bytes"
+            None, 413, f"the request body is larger than {self.max_body_bytes} bytes", instance=path
         )
 
     def _limited(self, receive: Receive) -> Receive:

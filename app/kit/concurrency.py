@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from app.errors import NotFound, PreconditionFailed, Unavailable
+from app.errors import NotFound, PreconditionFailed, PreconditionRequired, Unavailable
 from app.store.base import ItemNotFound, VersionMismatch
 from app.versioning import VersionExpectation
 
@@ -27,6 +27,18 @@ class Versioned(Protocol):
 
 
 V = TypeVar("V", bound=Versioned)
+
+
+def check_expectation(what: str, expectation: VersionExpectation | None, version: int) -> None:
+    """After the resource was found: a missing If-Match is 428, a stale one 412."""
+    if expectation is None:
+        return
+    if expectation.missing:
+        raise PreconditionRequired(
+            f"changing {what} needs If-Match with the ETag you last read (it is {version})"
+        )
+    if not expectation.allows(version):
+        raise stale(what, version)
 
 
 def stale(what: str, version: int) -> PreconditionFailed:
@@ -64,8 +76,7 @@ async def change_versioned(
         current = await load()
         if current is None:
             raise NotFound(f"{what} does not exist")
-        if expectation is not None and not expectation.allows(current.version):
-            raise stale(what, current.version)
+        check_expectation(what, expectation, current.version)
         updated = decide(current)
         if updated is current:
             return current

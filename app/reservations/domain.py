@@ -159,6 +159,9 @@ def _transitions(status: ReservationStatus) -> list[str]:
 
 
 def cancel(reservation: Reservation, now: datetime) -> Reservation:
+    """Cancelled; the same reservation when it already is (a retried script is safe)."""
+    if reservation.state is ReservationState.CANCELLED:
+        return reservation
     status = reservation.status(now)
     if status not in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE):
         raise _refuse(reservation, "cancelled", now, _transitions(status))
@@ -183,7 +186,10 @@ def mark_completed(reservation: Reservation, now: datetime) -> Reservation:
 
 
 def release(reservation: Reservation, now: datetime) -> Reservation:
-    """Ends an active reservation now: the rest of its window is free for others."""
+    """Ends an active reservation now: the rest of its window is free for others. The same
+    reservation when it was released already."""
+    if reservation.state is ReservationState.RELEASED:
+        return reservation
     status = reservation.status(now)
     if status is not ReservationStatus.ACTIVE:
         raise _refuse(reservation, "released", now, _transitions(status))

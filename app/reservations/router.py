@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
@@ -12,11 +12,11 @@ from app.benches.domain import BENCH_ID_PATTERN
 from app.benches.schemas import Capability
 from app.deps import ActorDep
 from app.deps import ReservationServiceDep as ServiceDep
-from app.errors import InvalidInput
 from app.history.schemas import HistoryEntryOut, history_page
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
-from app.http.pagination import PageOut, PagerDep
+from app.http.limits import QueryDuration, QueryInstant
+from app.http.pagination import PageOut, PagerDep, render_page
 from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 from app.reservations.auth import Booker, Holder, Reader
@@ -34,15 +34,10 @@ router = APIRouter(tags=["reservations"], dependencies=[RATE_LIMITED])
 
 ReservationIdPath = Annotated[str, Path(max_length=64)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
-Instant = Annotated[datetime, Query()]
+From = Annotated[QueryInstant | None, Query(alias="from")]
+To = Annotated[QueryInstant | None, Query()]
 # Without `from`/`to`, calendars and searches cover the next week.
 DEFAULT_RANGE = timedelta(days=7)
-
-
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidInput(f"{name} must carry a UTC offset, e.g. 2026-11-25T09:00:00Z")
-    return None if value is None else value.astimezone(UTC)
 
 
 def _render(reservation_out: ReservationOut) -> JSONResponse:
@@ -92,13 +87,13 @@ async def list_reservations(
     ] = None,
     bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
     status: ReservationStatus | None = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: Instant | None = None,
+    from_: From = None,
+    to: To = None,
 ) -> PageOut[ReservationOut]:
     """Reservations of a user or a bench; with neither, the caller's own."""
     if user_id == "me" or (user_id is None and bench_id is None):
         user_id = principal.subject
-    start, end = _aware(from_, "from"), _aware(to, "to")
+    start, end = from_, to
     filters = {
         "user_id": user_id,
         "bench_id": bench_id,
@@ -116,9 +111,10 @@ async def list_reservations(
         after=pager.start_after("reservations", filters),
     )
     now = service.now()
-    return PageOut[ReservationOut](
-        items=[ReservationOut.of(r, now) for r in page.items],
-        next_cursor=pager.next_cursor("reservations", filters, page.next_after),
+    return render_page(
+        page.items,
+        lambda reservation: ReservationOut.of(reservation, now),
+        pager.next_cursor("reservations", filters, page.next_after),
     )
 
 
@@ -131,7 +127,7 @@ async def get_reservation(
     reservation_id: ReservationIdPath,
     service: ServiceDep,
     _: Reader,
-    if_none_match: IfNoneMatchHeader = None,
+    if_none_match: IfNoneMatchHeader,
 ) -> Response:
     reservation = await service.get(reservation_id)
     return conditional_get(
@@ -223,21 +219,22 @@ async def list_bench_calendar(
     service: ServiceDep,
     pager: PagerDep,
     _: Reader,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: Instant | None = None,
+    from_: From = None,
+    to: To = None,
 ) -> PageOut[ReservationOut]:
     """The bench's calendar: reservations holding it in [from, to), ordered by start."""
-    start = _aware(from_, "from") or service.now()
-    end = _aware(to, "to") or start + DEFAULT_RANGE
+    start = from_ or service.now()
+    end = to or start + DEFAULT_RANGE
     filters = {"from": start, "to": end}
     scope = f"calendar:{bench_id}"
     page = await service.calendar(
         bench_id, Window(start, end), pager.limit, pager.start_after(scope, filters)
     )
     now = service.now()
-    return PageOut[ReservationOut](
-        items=[ReservationOut.of(r, now) for r in page.items],
-        next_cursor=pager.next_cursor(scope, filters, page.next_after),
+    return render_page(
+        page.items,
+        lambda reservation: ReservationOut.of(reservation, now),
+        pager.next_cursor(scope, filters, page.next_after),
     )
 
 
@@ -245,16 +242,16 @@ async def list_bench_calendar(
 async def find_availability(
     service: ServiceDep,
     _: Reader,
-    duration: Annotated[timedelta, Query(description="ISO 8601, e.g. PT2H")],
+    duration: Annotated[QueryDuration, Query()],
     capability: Annotated[list[Capability], Query(max_length=32)] = [],  # noqa: B006
     bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: Instant | None = None,
+    from_: From = None,
+    to: To = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> AvailabilityOut:
     """The earliest free windows of at least ``duration`` on matching active benches."""
-    start = _aware(from_, "from") or service.now()
-    end = _aware(to, "to") or start + DEFAULT_RANGE
+    start = from_ or service.now()
+    end = to or start + DEFAULT_RANGE
     found = await service.availability(
         bench_id=bench_id,
         capabilities=frozenset(capability),

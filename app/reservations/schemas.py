@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.benches.schemas import BenchId, Capability
+from app.http.limits import Instant
 from app.reservations.domain import FreeWindow, Reservation, ReservationStatus
 
 Purpose = Annotated[str, Field(max_length=500)]
@@ -20,8 +21,8 @@ class ReservationCreate(BaseModel):
 
     bench_id: BenchId | None = None
     capabilities: Annotated[list[Capability], Field(min_length=1, max_length=32)] | None = None
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     purpose: Purpose = ""
 
     @model_validator(mode="after")
@@ -34,8 +35,8 @@ class ReservationCreate(BaseModel):
 class ReservationPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Instant | None = None
+    end: Instant | None = None
     purpose: Purpose | None = None
 
 

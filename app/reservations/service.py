@@ -122,7 +122,6 @@ class ReservationService:
     ) -> tuple[Reservation, bool]:
         """Returns (reservation, replayed)."""
         now = self._clock.now()
-        validate_window(request.window, now, self._max_duration)
         reservation_id = sortable_uuid(now)
 
         def draft(bench_id: str) -> Reservation:
@@ -140,6 +139,9 @@ class ReservationService:
             )
 
         async def create(record: IdempotencyRecord | None) -> Reservation:
+            # Checked here, after the key: a retry replays what its key made, even once
+            # the window has begun (a first request would now be "in the past").
+            validate_window(request.window, now, self._max_duration)
             if request.bench_id is not None:
                 return await self._book_bench(draft(request.bench_id), actor, record)
             return await self._book_any(request, draft, actor, record)

@@ -282,7 +282,14 @@ async def test_claims_follow_execution_then_task_order_and_need_an_active_reserv
     assert_problem(await claim(client, AGENT2), 403)
     assert_problem(await claim(client, ADMIN), 403)
     clock.advance(timedelta(hours=1))
-    order = [(await claim(client)).json()["task_id"] for _ in range(3)]
+    order = []
+    for _ in range(3):
+        task = (await claim(client)).json()
+        # One thing at a time: nothing else is handed out until this task is done.
+        assert (await claim(client)).status_code == 204
+        done = await client.post(f"/v1/tasks/{task['task_id']}/complete", json={}, headers=AGENT1)
+        assert done.status_code == 200, done.text
+        order.append(task["task_id"])
     assert order == [
         f"{first['execution_id']}.00",
         f"{first['execution_id']}.01",
@@ -290,14 +297,17 @@ async def test_claims_follow_execution_then_task_order_and_need_an_active_reserv
     ]
 
 
-async def test_twenty_racing_claims_lease_five_tasks_once(client: httpx.AsyncClient) -> None:
+async def test_twenty_racing_claims_lease_the_next_task_once(client: httpx.AsyncClient) -> None:
     reservation_id = await active_reservation(client)
-    await create_run(client, reservation_id, tasks=5)
-    responses = await asyncio.gather(*(claim(client) for _ in range(20)))
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200] * 5 + [204] * 15
-    leased = [r.json()["task_id"] for r in responses if r.status_code == 200]
-    assert len(set(leased)) == 5
+    run = await create_run(client, reservation_id, tasks=5)
+    for seq in range(2):
+        responses = await asyncio.gather(*(claim(client) for _ in range(20)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [200] + [204] * 19
+        [leased] = [r.json() for r in responses if r.status_code == 200]
+        assert leased["task_id"] == f"{run['execution_id']}.{seq:02d}"
+        done = await client.post(f"/v1/tasks/{leased['task_id']}/complete", json={}, headers=AGENT1)
+        assert done.status_code == 200, done.text
 
 
 async def test_fifty_racing_creates_with_one_key_make_one_run(client: httpx.AsyncClient) -> None:

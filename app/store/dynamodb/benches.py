@@ -102,6 +102,7 @@ class DynamoBenchRepository:
             "#interval": "heartbeat_interval_s",
             "#state": "admin_state",
             "#liveness": "recorded_liveness",
+            "#concurrency": "concurrency",
             "#version": "version",
             "#updated": "updated_at",
             "#caps": "capabilities",
@@ -113,14 +114,15 @@ class DynamoBenchRepository:
             ":interval": n(bench.heartbeat_interval_s),
             ":state": s(bench.admin_state.value),
             ":liveness": s(bench.recorded_liveness.value),
+            ":concurrency": n(bench.concurrency),
             ":version": n(bench.version),
             ":updated": s(to_iso(bench.updated_at)),
             ":seen": n(expected_version),
         }
         expression = (
             "SET #name = :name, #type = :type, #labels = :labels, #interval = :interval,"
-            " #state = :state, #liveness = :liveness, #version = :version,"
-            " #updated = :updated"
+            " #state = :state, #liveness = :liveness, #concurrency = :concurrency,"
+            " #version = :version, #updated = :updated"
         )
         # A string set cannot be empty: no capabilities means no attribute.
         if bench.capabilities:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
+from app.benches.domain import DEFAULT_CONCURRENCY, AdminState, Bench, Heartbeat, Liveness
 from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.history.domain import HistoryEntry
 from app.reservations.domain import BookedSlot, Reservation, ReservationState, Window
@@ -69,6 +69,7 @@ def encode_bench(bench: Bench) -> Item:
         "heartbeat_interval_s": n(bench.heartbeat_interval_s),
         "admin_state": s(bench.admin_state.value),
         "recorded_liveness": s(bench.recorded_liveness.value),
+        "concurrency": n(bench.concurrency),
         "version": n(bench.version),
         "created_at": s(to_iso(bench.created_at)),
         "updated_at": s(to_iso(bench.updated_at)),
@@ -104,6 +105,8 @@ def decode_bench(item: Item) -> Bench:
         last_heartbeat=heartbeat,
         # Items written before liveness was recorded read as never seen online.
         recorded_liveness=Liveness(item.get("recorded_liveness", {}).get("S", "offline")),
+        # Items written before benches had a concurrency run one task at a time.
+        concurrency=int(item.get("concurrency", {}).get("N", DEFAULT_CONCURRENCY)),
     )
 
 

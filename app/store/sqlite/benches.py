@@ -35,6 +35,7 @@ def _bench_row(bench: Bench) -> dict[str, Any]:
         "created_at": to_iso(bench.created_at),
         "updated_at": to_iso(bench.updated_at),
         "recorded_liveness": bench.recorded_liveness.value,
+        "concurrency": bench.concurrency,
     }
 
 
@@ -59,6 +60,7 @@ def _bench_from_row(row: sqlite3.Row) -> Bench:
         updated_at=from_iso(row["updated_at"]),
         last_heartbeat=heartbeat,
         recorded_liveness=Liveness(row["recorded_liveness"]),
+        concurrency=row["concurrency"],
     )
 
 

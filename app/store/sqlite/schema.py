@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS benches (
     last_heartbeat_at TEXT,
     agent_version TEXT,
     heartbeat_details TEXT,
-    recorded_liveness TEXT NOT NULL DEFAULT 'offline'
+    recorded_liveness TEXT NOT NULL DEFAULT 'offline',
+    concurrency INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS bench_capabilities (
     capability TEXT NOT NULL,
@@ -115,6 +116,7 @@ CREATE TABLE IF NOT EXISTS history (
 # them on open instead of failing (CREATE TABLE IF NOT EXISTS leaves old tables as they are).
 _ADDED_COLUMNS = (
     ("benches", "recorded_liveness", "TEXT NOT NULL DEFAULT 'offline'"),
+    ("benches", "concurrency", "INTEGER NOT NULL DEFAULT 1"),
     ("history", "expires_at", "TEXT"),
 )
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from app.executions.changes import ChangeSet, settle
 from app.executions.domain import (
     MAX_TASKS,
     Execution,
@@ -21,7 +22,6 @@ from app.executions.domain import (
     extend,
     transition,
 )
-from app.executions.service import ChangeSet, settle
 from app.identity import Actor, Principal, Role
 from app.store.base import (
     AlreadyExists,
