@@ -15,7 +15,6 @@ from app.executions.domain import (
     MAX_TASK_TIMEOUT_S,
     Execution,
     ExecutionStatus,
-    OpenRun,
     Task,
     TaskSpec,
     TaskStatus,
@@ -29,11 +28,11 @@ from app.executions.domain import (
     extend,
     fail,
     new_execution,
-    next_task,
     report,
     timed_out,
     transition,
 )
+from app.executions.ordering import OpenRun, next_task
 from app.history.domain import HistoryEntry
 from app.identity import Actor
 from app.ids import sortable_uuid

@@ -10,7 +10,6 @@ import pytest
 from app.errors import Conflict
 from app.executions.domain import (
     ExecutionStatus,
-    OpenRun,
     Task,
     TaskSpec,
     TaskStatus,
@@ -21,9 +20,9 @@ from app.executions.domain import (
     extend,
     fail,
     new_execution,
-    next_task,
     transition,
 )
+from app.executions.ordering import OpenRun, next_task
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
