@@ -425,6 +425,15 @@ def check_may_report(principal: Principal, execution: Execution) -> None:
     raise Forbidden("only CI, admins, the bench's agent or its creator change an execution")
 
 
+def check_may_work_on(principal: Principal, task: Task) -> None:
+    """Only the agent of the task's bench reports on it: another bench's agent is refused
+    before the lease is looked at, so it learns nothing about the task's state."""
+    if principal.role is not Role.AGENT or principal.bench_id != task.bench_id:
+        raise Forbidden(
+            f"task {task.task_id} runs on bench {task.bench_id!r}; only its agent reports on it"
+        )
+
+
 def check_may_claim(principal: Principal, bench_id: str) -> None:
     if principal.role is not Role.AGENT or principal.bench_id != bench_id:
         raise Forbidden(f"only the agent of bench {bench_id!r} claims its tasks")

@@ -22,6 +22,7 @@ from app.executions.domain import (
     check_may_claim,
     check_may_launch,
     check_may_report,
+    check_may_work_on,
     claim,
     complete,
     expire,
@@ -338,6 +339,7 @@ class ExecutionService:
     async def heartbeat(self, task_id: str, actor: Actor) -> Task:
         async def attempt() -> Task:
             task = await self._task(task_id)
+            check_may_work_on(actor.principal, task)
             extended = extend(task, actor.subject, self._clock.now(), self._lease)
             changes = ChangeSet()
             changes.change_task(task, extended, actor, "lease_extended")
@@ -370,7 +372,11 @@ class ExecutionService:
         if task.lease_live(self._clock.now()):
             return None
         expired, changed = await self._finish(
-            task.task_id, actor, lambda current, now, _: expire(current, now), "expired"
+            task.task_id,
+            actor,
+            lambda current, now, _: expire(current, now),
+            "expired",
+            by_agent=False,
         )
         return expired if changed else None
 
@@ -380,6 +386,8 @@ class ExecutionService:
         actor: Actor,
         decide: Callable[[Task, datetime, str | None], Task],
         action: str,
+        *,
+        by_agent: bool = True,
     ) -> tuple[Task, bool]:
         """The task as stored after ``decide``, and whether this call changed it: a report
         whose effect already holds (``decide`` returns the task itself) writes nothing."""
@@ -387,6 +395,8 @@ class ExecutionService:
         async def attempt() -> tuple[Task, bool]:
             now = self._clock.now()
             task = await self._task(task_id)
+            if by_agent:
+                check_may_work_on(actor.principal, task)
             reported_by = None if task.status is TaskStatus.LEASED else await self._reporter(task)
             after = decide(task, now, reported_by)
             if after is task:

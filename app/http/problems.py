@@ -113,6 +113,10 @@ def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _is_malformed(location: list[str]) -> bool:
+    return bool(location) and (location[0] == "header" or location == ["query", "cursor"])
+
+
 _METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 
 
@@ -148,6 +152,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             return problem_response(
                 request, 400, "the request body is not valid JSON", errors=problems
             )
+        # A header or cursor the service parses that is out of shape is malformed too
+        # (http-contract.md, "Input limits"); the body and the filters are validated (422).
+        malformed = [problem for problem in problems if _is_malformed(problem["location"])]
+        if malformed:
+            names = ", ".join(sorted({problem["location"][-1] for problem in malformed}))
+            return problem_response(request, 400, f"malformed {names}", errors=malformed)
         return problem_response(
             request, 422, "the request does not match the schema", errors=problems
         )

@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.http.problems import REQUEST_ID_SCOPE_KEY, problem_response
 from app.logs import request_id_var
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_REQUEST_ID = 128
+_REQUEST_ID_RE = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID}}}$")
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 _access_log = logging.getLogger("app.access")
 
@@ -68,7 +69,16 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            rejection = self._reject(scope, headers)
+            rejection = (
+                self._reject(scope, headers)
+                if len(given) <= MAX_REQUEST_ID
+                else problem_response(
+                    None,
+                    400,
+                    f"X-Request-ID is longer than {MAX_REQUEST_ID} characters",
+                    instance=scope["path"],
+                )
+            )
             if rejection is not None:
                 await rejection(scope, receive, send_with_id)
             else:

@@ -68,14 +68,18 @@ async def change_versioned(
     write: Callable[[V, V], Awaitable[None]],
     expectation: VersionExpectation | None,
     what: str,
+    authorize: Callable[[V], None] | None = None,
 ) -> V:
     """One versioned item: returns the stored result; ``decide`` returning its argument
-    means "no change"."""
+    means "no change". ``authorize`` runs on the found item before its preconditions, so a
+    caller who may not change it learns 403, never whether their If-Match was right."""
 
     async def attempt() -> V:
         current = await load()
         if current is None:
             raise NotFound(f"{what} does not exist")
+        if authorize is not None:
+            authorize(current)
         check_expectation(what, expectation, current.version)
         updated = decide(current)
         if updated is current:

@@ -1,5 +1,5 @@
 """Who may call the reservation endpoints, by role. Whose reservation a caller may change
-is the domain's rule (``check_may_change``), applied by the service."""
+is the domain's rule (``check_may_change``), applied by the service before preconditions."""
 
 from __future__ import annotations
 
@@ -14,5 +14,6 @@ from app.identity import Principal, Role
 Reader = PrincipalDep
 # Booking: people and pipelines; agents run what is booked, they do not book.
 Booker = Annotated[Principal, Depends(require_roles(Role.USER, Role.CI, Role.ADMIN))]
-# Moving, cancelling, releasing: any caller; the domain admits the owner or an admin.
-Holder = PrincipalDep
+# Moving, cancelling, releasing: people and pipelines (never agents); of those, the domain
+# admits the owner or an admin.
+Holder = Booker

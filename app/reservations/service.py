@@ -349,7 +349,6 @@ class ReservationService:
         actor: Actor,
     ) -> Reservation:
         def decide(reservation: Reservation) -> Reservation:
-            check_may_change(actor.principal, reservation)
             return move(
                 reservation,
                 start=start,
@@ -359,25 +358,29 @@ class ReservationService:
                 max_duration=self._max_duration,
             )
 
-        return await self._change(reservation_id, decide, expectation, actor, "updated")
+        return await self._change(
+            reservation_id, decide, expectation, actor, "updated", by_holder=True
+        )
 
     async def cancel(
         self, reservation_id: str, expectation: VersionExpectation | None, actor: Actor
     ) -> Reservation:
         def decide(reservation: Reservation) -> Reservation:
-            check_may_change(actor.principal, reservation)
             return cancel(reservation, self._clock.now())
 
-        return await self._change(reservation_id, decide, expectation, actor, "cancelled")
+        return await self._change(
+            reservation_id, decide, expectation, actor, "cancelled", by_holder=True
+        )
 
     async def release(
         self, reservation_id: str, expectation: VersionExpectation | None, actor: Actor
     ) -> Reservation:
         def decide(reservation: Reservation) -> Reservation:
-            check_may_change(actor.principal, reservation)
             return release(reservation, self._clock.now())
 
-        return await self._change(reservation_id, decide, expectation, actor, "released")
+        return await self._change(
+            reservation_id, decide, expectation, actor, "released", by_holder=True
+        )
 
     async def mark_completed(self, reservation: Reservation, actor: Actor) -> Reservation | None:
         """Housekeeping: record that a window is over. None when it is not, or was done."""
@@ -399,7 +402,15 @@ class ReservationService:
         expectation: VersionExpectation | None,
         actor: Actor,
         action: str,
+        *,
+        by_holder: bool = False,
     ) -> Reservation:
+        """``by_holder``: only the owner or an admin may make this change (housekeeping's
+        own changes are not asked)."""
+
+        def authorize(reservation: Reservation) -> None:
+            check_may_change(actor.principal, reservation)
+
         async def write(before: Reservation, after: Reservation) -> None:
             try:
                 await self._store.reservations.update(
@@ -414,4 +425,5 @@ class ReservationService:
             write=write,
             expectation=expectation,
             what=f"reservation {reservation_id!r}",
+            authorize=authorize if by_holder else None,
         )

@@ -47,9 +47,9 @@ async def test_task_reports_by_callers_who_are_not_agents_are_403(
         assert_problem(
             await client.post(f"/v1/tasks/nope/{report}", json=body, headers=headers), 403
         )
-    # An agent who does not hold the lease learns it is the state that refuses.
-    other = assert_problem(await client.post(url, json=body, headers=AGENT2), 409)
-    assert other["current_status"] == "leased"
+    # Another bench's agent is refused before the task's state: nothing about it leaks.
+    other = assert_problem(await client.post(url, json=body, headers=AGENT2), 403)
+    assert "current_status" not in other
     assert (await client.post(url, json=body, headers=AGENT1)).status_code == 200
     stored = (await client.get(f"/v1/tasks/{task['task_id']}", headers=CI)).json()
     assert stored["version"] == 3  # created, claimed, and the holder's one report
@@ -74,7 +74,7 @@ async def test_a_repeated_completion_answers_the_task_as_it_is(client: httpx.Asy
     problem = assert_problem(different, 409)
     assert (problem["current_status"], problem["allowed_transitions"]) == ("succeeded", [])
     assert_problem(
-        await client.post(f"{url}/complete", json={"result": {"ok": 1}}, headers=AGENT2), 409
+        await client.post(f"{url}/complete", json={"result": {"ok": 1}}, headers=AGENT2), 403
     )
     failing = await client.post(f"{url}/fail", json={"error": "late"}, headers=AGENT1)
     assert assert_problem(failing, 409)["allowed_transitions"] == []
@@ -96,7 +96,7 @@ async def test_a_repeated_failure_answers_the_task_as_it_is(client: httpx.AsyncC
     for body in ({"error": "other"}, {"error": "assert", "retryable": True}):
         problem = assert_problem(await client.post(f"{url}/fail", json=body, headers=AGENT1), 409)
         assert problem["allowed_transitions"] == []
-    assert_problem(await client.post(f"{url}/fail", json={"error": "assert"}, headers=AGENT2), 409)
+    assert_problem(await client.post(f"{url}/fail", json={"error": "assert"}, headers=AGENT2), 403)
     assert [e["version"] for e in await history(client, url)] == [1, 2, 3]
     after = (await client.get(f"/v1/executions/{execution_id}", headers=CI)).json()
     assert after["version"] == run["version"]

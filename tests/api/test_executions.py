@@ -218,7 +218,7 @@ async def test_non_retryable_failure_fails_the_run(client: httpx.AsyncClient) ->
     run = await create_run(client, reservation_id, tasks=3)
     task = (await claim(client)).json()
     assert_problem(
-        await client.post(f"/v1/tasks/{task['task_id']}/complete", json={}, headers=AGENT2), 409
+        await client.post(f"/v1/tasks/{task['task_id']}/complete", json={}, headers=AGENT2), 403
     )
     failed = await client.post(
         f"/v1/tasks/{task['task_id']}/fail", json={"error": "assert"}, headers=AGENT1

@@ -97,19 +97,15 @@ GARBAGE: dict[str, Garbage] = {
         booking("2026-11-26T09:00:00Z"),
         headers={"Idempotency-Key": "k" * 10_000},
         who=ALICE,
-        now="422 'the request does not match the schema' (the header's max_length)",
     ),
     "an X-Request-ID of 10,000 characters": Garbage(
         "GET",
         "/v1/benches",
         400,
         headers={"X-Request-ID": "r" * 10_000},
-        now="200: the id is replaced by one the service makes",
     ),
     # "a forged or garbled cursor is a 400".
-    "a cursor of 10,000 characters": Garbage(
-        "GET", "/v1/benches?cursor=" + "c" * 10_000, 400, now="422 (the cursor's max_length)"
-    ),
+    "a cursor of 10,000 characters": Garbage("GET", "/v1/benches?cursor=" + "c" * 10_000, 400),
 }
 
 
