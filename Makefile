@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck imports pytest openapi bench create-tables clean
+.PHONY: run test lint typecheck imports lint-openapi pytest openapi bench create-tables clean
 
 # Installs come from the hashed lock files (see "Dependencies" in README.md): every
 # package pinned, pip in hash-checking mode; then the project itself, editable, --no-deps.
@@ -65,7 +65,7 @@ upgrade-deps: $(LOCK_TOOLS)/.uv-$(UV_VERSION)
 run: $(VENV)/.runtime-installed
 	ORCH_HOST=$(HOST) ORCH_PORT=$(PORT) $(BIN)/orchestrator serve
 
-test: $(VENV)/.dev-installed lint typecheck imports pytest
+test: $(VENV)/.dev-installed lint typecheck imports lint-openapi pytest
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check app tests bench examples
@@ -77,6 +77,17 @@ typecheck: $(VENV)/.dev-installed
 # The layering contracts in pyproject.toml ([tool.importlinter]).
 imports: $(VENV)/.dev-installed
 	$(BIN)/lint-imports
+
+# Spectral (npm) with the spectral:oas ruleset, on the committed spec: 0 errors, 0 warnings.
+# npm ci installs exactly tools/spectral/package-lock.json.
+SPECTRAL_DIR := tools/spectral
+SPECTRAL := $(SPECTRAL_DIR)/node_modules/.bin/spectral
+$(SPECTRAL): $(SPECTRAL_DIR)/package-lock.json
+	npm ci --prefix $(SPECTRAL_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint-openapi: $(SPECTRAL)
+	$(SPECTRAL) lint --ruleset .spectral.yaml --fail-severity=warn openapi/openapi.json
 
 # moto's server for the DynamoDB tests is started by the test session itself: with
 # pytest-xdist each worker is a session, with a server of its own. loadgroup keeps the
@@ -96,4 +107,4 @@ create-tables: $(VENV)/.runtime-installed
 	$(BIN)/orchestrator create-tables
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SPECTRAL_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

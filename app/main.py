@@ -8,23 +8,19 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from app.benches import router as benches
 from app.clock import Clock, SystemClock
 from app.errors import Unavailable
 from app.executions import router as executions
 from app.http.auth import TokenRegistry
+from app.http.openapi import install_openapi
 from app.http.pagination import CursorCodec
-from app.http.problems import (
-    PROBLEM_RESPONSES,
-    Problem,
-    app_error_response,
-    install_problem_handlers,
-)
+from app.http.problems import app_error_response, install_problem_handlers
 from app.http.query_params import ONLY_KNOWN_QUERY_PARAMETERS
 from app.http.rate_limit import RateLimiter
 from app.http.request_context import RequestContextMiddleware, RequestObserver
@@ -41,6 +37,14 @@ from app.store.base import Store, StoreUnavailable
 from app.store.factory import open_store
 
 logger = logging.getLogger("app")
+
+API_DESCRIPTION = """\
+Book hardware test benches for time windows, run CI executions on them, and read the
+audit trail of every change.
+
+Every `/v1` call needs `Authorization: Bearer <token>` (use **Authorize**). Errors are
+RFC 9457 Problem Details. Changes take `If-Match` with the ETag you read; creates take an
+`Idempotency-Key`, so a retry never makes two."""
 
 
 def create_app(
@@ -98,17 +102,18 @@ def create_app(
     def observer() -> RequestObserver | None:
         return started[-1].metrics if started else None
 
-    app = FastAPI(
+    # FastAPIOffline: the API console's assets come from an installed package, not a CDN,
+    # so /docs and /redoc work in an air-gapped lab.
+    app = FastAPIOffline(
         title="Bench Orchestrator",
         version="0.1.0",
         summary="Book test benches, run CI executions on them, keep an audit trail.",
         lifespan=lifespan,
-        responses=PROBLEM_RESPONSES,
         dependencies=[ONLY_KNOWN_QUERY_PARAMETERS],
         # /v1/benches/ is not /v1/benches: a 404 Problem, not a bodyless redirect.
         redirect_slashes=False,
     )
-    _document_problems(app)
+    install_openapi(app, description=API_DESCRIPTION)
     install_problem_handlers(app)
     _translate_store_errors(app)
     app.add_middleware(
@@ -130,22 +135,6 @@ def _translate_store_errors(app: FastAPI) -> None:
         return app_error_response(request, Unavailable("the store is unavailable; retry later"))
 
     app.add_exception_handler(StoreUnavailable, on_store_unavailable)
-
-
-def _document_problems(app: FastAPI) -> None:
-    """Add the Problem schema to the OpenAPI components the error responses refer to."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
-                Problem.model_json_schema()
-            )
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -37,7 +37,10 @@ BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
     status_code=201,
     response_model=BenchOut,
     operation_id="create_bench",
-    responses={409: {"description": "a bench with this id exists"}},
+    responses={
+        403: {"description": "Only admins register benches"},
+        409: {"description": "A bench with this id exists"},
+    },
 )
 async def create_bench(
     body: BenchCreate,
@@ -46,6 +49,7 @@ async def create_bench(
     admin: BenchAdmin,
     idempotency: IdempotencyKeyDep,
 ) -> JSONResponse:
+    """Register a bench (admins). Retry-safe with Idempotency-Key."""
     bench, replayed = await service.create(
         NewBench(
             bench_id=body.bench_id,
@@ -77,6 +81,7 @@ async def list_benches(
     admin_state: AdminState | None = None,
     status: Liveness | None = None,
 ) -> PageOut[BenchOut]:
+    """Benches, filtered by capability (all of them), type, admin state or liveness."""
     filters = {
         "capability": sorted(set(capability)),
         "type": type,
@@ -106,11 +111,20 @@ async def get_bench(
     _: Reader,
     if_none_match: IfNoneMatchHeader,
 ) -> Response:
+    """One bench with its liveness, configuration and version (ETag)."""
     bench = await service.get(bench_id)
     return conditional_get(BenchOut.of(bench, service.now()), bench.version, if_none_match)
 
 
-@router.patch("/{bench_id}", response_model=BenchOut, operation_id="update_bench")
+@router.patch(
+    "/{bench_id}",
+    response_model=BenchOut,
+    operation_id="update_bench",
+    responses={
+        403: {"description": "Only admins change benches"},
+        409: {"description": "The bench is retired"},
+    },
+)
 async def update_bench(
     bench_id: BenchIdPath,
     body: BenchPatch,
@@ -119,6 +133,9 @@ async def update_bench(
     expectation: IfMatchDep,
     _: BenchAdmin,
 ) -> JSONResponse:
+    """Change a bench's configuration (admins); needs If-Match.
+
+    Liveness (heartbeats, going offline) never changes the version."""
     changes = BenchChanges(
         name=body.name,
         capabilities=None if body.capabilities is None else frozenset(body.capabilities),
@@ -131,7 +148,12 @@ async def update_bench(
     return resource_response(BenchOut.of(bench, service.now()), bench.version)
 
 
-@router.delete("/{bench_id}", response_model=BenchOut, operation_id="retire_bench")
+@router.delete(
+    "/{bench_id}",
+    response_model=BenchOut,
+    operation_id="retire_bench",
+    responses={403: {"description": "Only admins retire benches"}},
+)
 async def retire_bench(
     bench_id: BenchIdPath,
     service: ServiceDep,
@@ -144,10 +166,19 @@ async def retire_bench(
     return resource_response(BenchOut.of(bench, service.now()), bench.version)
 
 
-@router.post("/{bench_id}/heartbeats", response_model=HeartbeatOut, operation_id="post_heartbeat")
+@router.post(
+    "/{bench_id}/heartbeats",
+    response_model=HeartbeatOut,
+    operation_id="post_heartbeat",
+    responses={
+        403: {"description": "Only the bench's own agent sends its heartbeats"},
+        409: {"description": "The bench is retired"},
+    },
+)
 async def post_heartbeat(
     bench_id: BenchIdPath, body: HeartbeatIn, service: ServiceDep, principal: HeartbeatSender
 ) -> HeartbeatOut:
+    """The bench's agent says it is alive; the answer says when the next heartbeat is due."""
     bench = await service.record_heartbeat(bench_id, principal, body.agent_version, body.details)
     return HeartbeatOut.of(bench, service.now())
 
@@ -160,6 +191,7 @@ async def post_heartbeat(
 async def list_bench_history(
     bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[HistoryEntryOut]:
+    """Every configuration change of the bench, oldest first, with who and when."""
     return await history_page(
         pager,
         f"bench-history:{bench_id}",

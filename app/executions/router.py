@@ -39,6 +39,11 @@ BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
     status_code=201,
     response_model=ExecutionOut,
     operation_id="create_execution",
+    responses={
+        403: {"description": "Agents do not start runs; users only on their own reservations"},
+        404: {"description": "The reservation does not exist"},
+        409: {"description": "The reservation is not active, or the key is in flight"},
+    },
 )
 async def create_execution(
     body: ExecutionCreate,
@@ -97,6 +102,7 @@ async def list_executions(
 async def list_reservation_executions(
     reservation_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[ExecutionOut]:
+    """The runs of one reservation, in creation order."""
     return await _page(service, pager, reservation_id, None, None)
 
 
@@ -129,6 +135,7 @@ async def get_execution(
     _: Reader,
     if_none_match: IfNoneMatchHeader,
 ) -> Response:
+    """One run with its tasks, status and version (ETag)."""
     execution, tasks = await service.get(execution_id)
     return conditional_get(ExecutionOut.of(execution, tasks), execution.version, if_none_match)
 
@@ -137,6 +144,12 @@ async def get_execution(
     "/v1/executions/{execution_id}",
     response_model=ExecutionOut,
     operation_id="update_execution",
+    responses={
+        403: {
+            "description": "Only CI, admins, the bench's agent or the run's creator report on it"
+        },
+        409: {"description": "The state machine does not allow this status (allowed_transitions)"},
+    },
 )
 async def update_execution(
     execution_id: IdPath,
@@ -162,6 +175,10 @@ async def update_execution(
     "/v1/executions/{execution_id}/cancel",
     response_model=ExecutionOut,
     operation_id="cancel_execution",
+    responses={
+        403: {"description": "Only CI, admins, the bench's agent or the run's creator cancel it"},
+        409: {"description": "The run has finished (see allowed_transitions)"},
+    },
 )
 async def cancel_execution(
     execution_id: IdPath,
@@ -170,6 +187,7 @@ async def cancel_execution(
     expectation: OptionalIfMatchDep,
     _: Reporter,
 ) -> JSONResponse:
+    """Cancel a run and its tasks that have not finished; repeating it changes nothing."""
     execution, tasks = await service.cancel(execution_id, expectation, actor)
     return resource_response(ExecutionOut.of(execution, tasks), execution.version)
 
@@ -182,6 +200,7 @@ async def cancel_execution(
 async def list_execution_history(
     execution_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[HistoryEntryOut]:
+    """Every change of the run, oldest first, with who and when."""
     return await history_page(
         pager,
         f"execution-history:{execution_id}",
@@ -194,7 +213,11 @@ async def list_execution_history(
     response_model=TaskOut,
     operation_id="claim_task",
     tags=["tasks"],
-    responses={204: {"description": "nothing to do now"}},
+    responses={
+        204: {"description": "Nothing to run now"},
+        403: {"description": "Only the bench's own agent claims its tasks"},
+        409: {"description": "The bench is retired or in maintenance"},
+    },
 )
 async def claim_task(
     bench_id: BenchIdPath, service: ServiceDep, actor: ActorDep, _: Agent
@@ -217,6 +240,7 @@ async def get_task(
     _: Reader,
     if_none_match: IfNoneMatchHeader,
 ) -> Response:
+    """One task with its lease, attempts and version (ETag)."""
     task = await service.get_task(task_id)
     return conditional_get(TaskOut.of(task), task.version, if_none_match)
 
@@ -243,6 +267,10 @@ async def list_task_history(
     response_model=TaskOut,
     operation_id="heartbeat_task",
     tags=["tasks"],
+    responses={
+        403: {"description": "Only the agent of the task's bench reports on it"},
+        409: {"description": "The lease is not yours or has expired, or the task is finished"},
+    },
 )
 async def heartbeat_task(
     task_id: IdPath, service: ServiceDep, actor: ActorDep, _: LeaseHolder
@@ -257,19 +285,32 @@ async def heartbeat_task(
     response_model=TaskOut,
     operation_id="complete_task",
     tags=["tasks"],
+    responses={
+        403: {"description": "Only the agent of the task's bench reports on it"},
+        409: {"description": "The lease is not yours or has expired, or the task is finished"},
+    },
 )
 async def complete_task(
     task_id: IdPath, body: TaskComplete, service: ServiceDep, actor: ActorDep, _: LeaseHolder
 ) -> JSONResponse:
+    """The lease holder reports success with its result; repeating it changes nothing."""
     task = await service.complete(task_id, body.result, actor)
     return resource_response(TaskOut.of(task), task.version)
 
 
 @router.post(
-    "/v1/tasks/{task_id}/fail", response_model=TaskOut, operation_id="fail_task", tags=["tasks"]
+    "/v1/tasks/{task_id}/fail",
+    response_model=TaskOut,
+    operation_id="fail_task",
+    tags=["tasks"],
+    responses={
+        403: {"description": "Only the agent of the task's bench reports on it"},
+        409: {"description": "The lease is not yours or has expired, or the task is finished"},
+    },
 )
 async def fail_task(
     task_id: IdPath, body: TaskFail, service: ServiceDep, actor: ActorDep, _: LeaseHolder
 ) -> JSONResponse:
+    """The lease holder reports failure; retryable failures run again while attempts remain."""
     task = await service.fail(task_id, body.error, body.retryable, actor)
     return resource_response(TaskOut.of(task), task.version)

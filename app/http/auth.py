@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.http.exceptions import ProblemException
 from app.http.jwks import JwksUnavailable
@@ -94,7 +95,19 @@ def _unauthorized(detail: str, *, error: str | None = None) -> ProblemException:
     return ProblemException(401, detail, headers={"WWW-Authenticate": challenge})
 
 
-async def current_principal(request: Request) -> Principal:
+# Declares the bearer scheme in the OpenAPI document (the console's "Authorize" button);
+# the header is read below, so that every refusal is this service's own 401 Problem.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A token from the tokens file, or a JWT of a trusted issuer",
+)
+
+
+async def current_principal(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+) -> Principal:
     header = request.headers.get("authorization")
     if header is None:
         raise _unauthorized("send Authorization: Bearer <token>")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -28,7 +29,7 @@ logger = logging.getLogger("app.http")
 
 
 class Problem(BaseModel):
-    """RFC 9457 Problem Details; some problems add members (conflicts, errors, ...)."""
+    """RFC 9457 Problem Details; some problems add members (below)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -36,31 +37,38 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    instance: str | None = None
+    instance: str = Field(description="the request's path")
 
 
-def _documented(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
+class FieldError(BaseModel):
+    location: list[str] = Field(description='where: ["body", "start"], ["query", "limit"]')
+    message: str
+    type: str
 
 
-# Listed on every operation, so clients generated from the spec know the error shape.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("Malformed request: bad JSON, bad cursor"),
-    401: _documented("Missing or unknown bearer token"),
-    403: _documented("Authenticated but not allowed"),
-    404: _documented("Unknown resource"),
-    409: _documented("Conflicts with the current state"),
-    412: _documented("If-Match names a version that is no longer current"),
-    413: _documented("Body too large"),
-    415: _documented("Body is not JSON"),
-    422: _documented("Validation failed"),
-    428: _documented("If-Match required"),
-    429: _documented("Rate limited; see Retry-After"),
-    503: _documented("Store unavailable; see Retry-After"),
-}
+class ValidationProblem(Problem):
+    """400 and 422: what was wrong, field by field (absent for a whole-request problem)."""
+
+    errors: list[FieldError] | None = None
+
+
+class ConflictingReservation(BaseModel):
+    reservation_id: str
+    start: datetime
+    end: datetime
+
+
+class ConflictProblem(Problem):
+    """409: what the request collided with."""
+
+    conflicts: list[ConflictingReservation] | None = Field(
+        None, description="the reservations holding the window asked for"
+    )
+    current_status: str | None = Field(None, description="the state that refused the request")
+    allowed_transitions: list[str] | None = Field(
+        None, description="what that state allows now ([] when nothing)"
+    )
+    lease_expired: bool | None = Field(None, description="the task's lease ran out")
 
 
 def problem_response(

@@ -13,11 +13,17 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", operation_id="healthz")
 async def healthz() -> dict[str, str]:
+    """The process is up (no store call): for liveness probes."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="readyz", responses={503: {"description": "store down"}})
+@router.get(
+    "/readyz",
+    operation_id="readyz",
+    responses={503: {"description": "The store does not answer; see Retry-After"}},
+)
 async def readyz(state: StateDep) -> dict[str, str]:
+    """The store answers: for readiness probes and load balancers."""
     # A store that does not answer is a 503 like on any other route (main.py).
     await state.store.ping()
     return {"status": "ready"}

@@ -49,7 +49,11 @@ def _render(reservation_out: ReservationOut) -> JSONResponse:
     status_code=201,
     response_model=ReservationOut,
     operation_id="create_reservation",
-    responses={409: {"description": "the window is taken, or no matching bench is free"}},
+    responses={
+        403: {"description": "Agents do not book"},
+        404: {"description": "The bench does not exist"},
+        409: {"description": "The window is taken, the bench is not bookable, or no bench is free"},
+    },
 )
 async def create_reservation(
     body: ReservationCreate,
@@ -58,6 +62,9 @@ async def create_reservation(
     principal: Booker,
     idempotency: IdempotencyKeyDep,
 ) -> JSONResponse:
+    """Book a bench, or any bench with the capabilities, for a window.
+
+    Retry-safe with Idempotency-Key."""
     request = BookingRequest(
         window=Window(body.start.astimezone(UTC), body.end.astimezone(UTC)),
         purpose=body.purpose,
@@ -129,6 +136,7 @@ async def get_reservation(
     _: Reader,
     if_none_match: IfNoneMatchHeader,
 ) -> Response:
+    """One reservation with its state and version (ETag)."""
     reservation = await service.get(reservation_id)
     return conditional_get(
         ReservationOut.of(reservation, service.now()), reservation.version, if_none_match
@@ -139,6 +147,10 @@ async def get_reservation(
     "/v1/reservations/{reservation_id}",
     response_model=ReservationOut,
     operation_id="update_reservation",
+    responses={
+        403: {"description": "Only the owner or an admin changes a reservation"},
+        409: {"description": "The new window is taken, or the reservation has ended"},
+    },
 )
 async def update_reservation(
     reservation_id: ReservationIdPath,
@@ -164,6 +176,10 @@ async def update_reservation(
     "/v1/reservations/{reservation_id}/cancel",
     response_model=ReservationOut,
     operation_id="cancel_reservation",
+    responses={
+        403: {"description": "Only the owner or an admin cancels a reservation"},
+        409: {"description": "The reservation has started or ended (see allowed_transitions)"},
+    },
 )
 async def cancel_reservation(
     reservation_id: ReservationIdPath,
@@ -172,6 +188,7 @@ async def cancel_reservation(
     expectation: OptionalIfMatchDep,
     _: Holder,
 ) -> JSONResponse:
+    """Cancel a reservation that has not started; repeating it changes nothing."""
     reservation = await service.cancel(reservation_id, expectation, actor)
     return _render(ReservationOut.of(reservation, service.now()))
 
@@ -180,6 +197,10 @@ async def cancel_reservation(
     "/v1/reservations/{reservation_id}/release",
     response_model=ReservationOut,
     operation_id="release_reservation",
+    responses={
+        403: {"description": "Only the owner or an admin releases a reservation"},
+        409: {"description": "The reservation is not active (see allowed_transitions)"},
+    },
 )
 async def release_reservation(
     reservation_id: ReservationIdPath,
@@ -201,6 +222,7 @@ async def release_reservation(
 async def list_reservation_history(
     reservation_id: ReservationIdPath, service: ServiceDep, pager: PagerDep, _: Reader
 ) -> PageOut[HistoryEntryOut]:
+    """Every change of the reservation, oldest first, with who and when."""
     return await history_page(
         pager,
         f"reservation-history:{reservation_id}",

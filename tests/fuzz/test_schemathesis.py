@@ -158,23 +158,3 @@ def test_operation(fuzz_target: FuzzTarget, method: str, path: str) -> None:
         f"{stats.failures} failures in {stats.requests} requests:\n\n"
         + "\n\n".join(stats.findings[:FINDINGS_SHOWN])
     )
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="finding: a GET whose If-None-Match matches answers 304 Not Modified (as the "
-    "contract says), but no operation's OpenAPI responses list 304 (FUZZ_MAX_EXAMPLES=300 "
-    "found it on GET /v1/benches/{bench_id}: 'Undocumented status code 304')",
-)
-def test_conditional_gets_document_not_modified() -> None:
-    document = create_app(Settings()).openapi()
-    conditional = {
-        f"{method.upper()} {path}": operation
-        for path, item in document["paths"].items()
-        for method, operation in item.items()
-        if any(p["name"] == "If-None-Match" for p in operation.get("parameters", []))
-    }
-    undocumented = sorted(name for name, op in conditional.items() if "304" not in op["responses"])
-    assert conditional
-    assert undocumented == []
