@@ -65,4 +65,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"]
 
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# orchestrator serve: graceful SIGTERM (in-flight requests finish, housekeeping stops).
+CMD ["orchestrator", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -90,6 +90,11 @@ def _slots_problem(slots: list[BookedSlot]) -> list[dict[str, Any]]:
     ]
 
 
+def _check_range(window: Window) -> None:
+    if window.end <= window.start:
+        raise InvalidInput("to must be after from")
+
+
 def _window_taken(bench_id: str, taken: WindowTaken) -> Conflict:
     return Conflict(
         f"bench {bench_id!r} is already reserved in that window",
@@ -266,6 +271,8 @@ class ReservationService:
     ) -> Page[Reservation]:
         """Reservations of a user or a bench overlapping [ends_after, starts_before).
         Status is derived from the clock, so it is filtered here, page by page."""
+        if ends_after is not None and starts_before is not None:
+            _check_range(Window(ends_after, starts_before))
         query = ReservationQuery(
             bench_id=bench_id, user_id=user_id, ends_after=ends_after, starts_before=starts_before
         )
@@ -283,6 +290,7 @@ class ReservationService:
     async def calendar(
         self, bench_id: str, window: Window, limit: int, after: str | None
     ) -> Page[Reservation]:
+        _check_range(window)
         if await self._store.benches.get(bench_id) is None:
             raise NotFound(f"bench {bench_id!r} does not exist")
         query = ReservationQuery(
@@ -312,8 +320,7 @@ class ReservationService:
             raise InvalidInput("duration must be positive")
         if duration > self._max_duration:
             raise InvalidInput("duration is longer than any reservation may last")
-        if search.end <= search.start:
-            raise InvalidInput("to must be after from")
+        _check_range(search)
         if search.duration > LONGEST_SEARCH:
             raise InvalidInput("search at most 31 days at a time")
         search = Window(max(search.start, self._clock.now()), search.end)

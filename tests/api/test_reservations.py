@@ -279,6 +279,10 @@ async def test_lists_and_calendar(client: httpx.AsyncClient, clock: ManualClock)
     )
     assert calendar == [b["reservation_id"], a["reservation_id"]]
     assert_problem(await client.get("/v1/benches/ghost/reservations", headers=ALICE), 404)
+    backwards = "from=2026-11-29T00:00:00Z&to=2026-11-26T00:00:00Z"
+    for url in (f"/v1/benches/rig-1/reservations?{backwards}", f"/v1/reservations?{backwards}"):
+        problem = assert_problem(await client.get(url, headers=ALICE), 422)
+        assert problem["detail"] == "to must be after from"
     assert_problem(
         await client.get("/v1/reservations?from=2026-11-26T00:00:00", headers=ALICE), 422
     )

@@ -170,13 +170,13 @@ def test_dockerfile_healthcheck_probes_healthz() -> None:
     assert not re.search(r"\b(curl|wget)\b", checks[0])
 
 
-def test_dockerfile_exposes_8000_and_runs_uvicorn() -> None:
+def test_dockerfile_exposes_8000_and_serves_with_graceful_shutdown() -> None:
     final = _stages()[-1]
     assert ("EXPOSE", "8000") in final
     cmds = [args for keyword, args in final if keyword == "CMD"]
     assert cmds, "no CMD"
-    cmd = json.loads(cmds[-1])  # exec form, so signals reach uvicorn
-    assert cmd[:2] == ["uvicorn", "app.main:app"], cmd
+    cmd = json.loads(cmds[-1])  # exec form, so SIGTERM reaches the server
+    assert cmd[:2] == ["orchestrator", "serve"], cmd
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
     assert cmd[cmd.index("--port") + 1] == "8000"
 
