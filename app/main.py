@@ -17,6 +17,7 @@ from app.benches import router as benches
 from app.clock import Clock, SystemClock
 from app.errors import Unavailable
 from app.executions import router as executions
+from app.http import console
 from app.http.auth import TokenRegistry
 from app.http.openapi import install_openapi
 from app.http.pagination import CursorCodec
@@ -105,6 +106,8 @@ def create_app(
     # FastAPIOffline: the API console's assets come from an installed package, not a CDN,
     # so /docs and /redoc work in an air-gapped lab.
     app = FastAPIOffline(
+        redoc_url=None,  # console.install_redoc: the same assets, without ReDoc's CDN badge
+        static_url=console.ASSETS,
         title="Bench Orchestrator",
         version="0.1.0",
         summary="Book test benches, run CI executions on them, keep an audit trail.",
@@ -114,6 +117,7 @@ def create_app(
         redirect_slashes=False,
     )
     install_openapi(app, description=API_DESCRIPTION)
+    console.install_redoc(app)
     install_problem_handlers(app)
     _translate_store_errors(app)
     app.add_middleware(

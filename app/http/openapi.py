@@ -143,7 +143,8 @@ def install_openapi(app: FastAPI, *, description: str) -> None:
             document = build()
             document["info"]["description"] = description
             document["info"]["contact"] = {"name": "Bench Orchestrator maintainers"}
-            document["servers"] = [{"url": "http://127.0.0.1:8000", "description": "make run"}]
+            # Relative: "Try it out" calls the server that served the console.
+            document["servers"] = [{"url": "/", "description": "this server"}]
             document["tags"] = TAGS
             components = document.setdefault("components", {})
             components.setdefault("schemas", {}).update(_problem_schemas())
