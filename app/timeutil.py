@@ -1,4 +1,5 @@
-"""One text form for stored instants: fixed-width UTC, so text order is time order."""
+"""The two text forms of an instant: the stored one, fixed-width so that text order is
+time order, and the one the API speaks everywhere (responses, history, export)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ from datetime import UTC, datetime
 
 def to_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rfc3339(moment: datetime) -> str:
+    """As the API renders instants: UTC with Z, microseconds only when there are some
+    (pydantic's form, so history reads exactly like the resources)."""
+    utc = moment.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
 
 
 def from_iso(text: str) -> datetime:

@@ -16,6 +16,7 @@ from typing import Any
 
 from app.errors import Conflict, Forbidden
 from app.identity import Principal, Role
+from app.timeutil import rfc3339
 
 COMMIT_SHA_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 # A DynamoDB transaction holds 100 items. The largest change sets are creating a run
@@ -171,8 +172,8 @@ class Execution:
             "status": self.status.value,
             "artifacts_uri": self.artifacts_uri,
             "summary": self.summary,
-            "started_at": None if self.started_at is None else self.started_at.isoformat(),
-            "finished_at": None if self.finished_at is None else self.finished_at.isoformat(),
+            "started_at": None if self.started_at is None else rfc3339(self.started_at),
+            "finished_at": None if self.finished_at is None else rfc3339(self.finished_at),
         }
 
 

@@ -47,7 +47,7 @@ from app.store.base import (
     WindowTaken,
     reservation_page_key,
 )
-from app.timeutil import to_iso
+from app.timeutil import rfc3339
 from app.versioning import VersionExpectation
 
 # A capability booking considers at most this many matching benches.
@@ -67,10 +67,11 @@ def _snapshot(reservation: Reservation) -> dict[str, Any]:
     return {
         "bench_id": reservation.bench_id,
         "user_id": reservation.user_id,
-        "start": to_iso(reservation.start),
-        "end": to_iso(reservation.end),
+        "start": rfc3339(reservation.start),
+        "end": rfc3339(reservation.end),
         "purpose": reservation.purpose,
-        "state": reservation.state.value,
+        # The API's word and value, as of the change (a booking is confirmed or active).
+        "status": reservation.status(reservation.updated_at).value,
     }
 
 

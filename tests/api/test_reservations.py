@@ -241,7 +241,7 @@ async def test_cancel_frees_the_window_and_history_has_it_all(client: httpx.Asyn
     ]
     assert history[0]["request_id"] == "book-1"
     assert history[2]["request_id"] == "cancel-1"
-    assert history[2]["changes"] == {"state": {"from": "booked", "to": "cancelled"}}
+    assert history[2]["changes"] == {"status": {"from": "confirmed", "to": "cancelled"}}
 
 
 async def test_lists_and_calendar(client: httpx.AsyncClient, clock: ManualClock) -> None:
