@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from app.feed.checkpoints import Checkpoint, CheckpointStore
 from app.feed.events import ChangeFeed
+from app.feed.public import public_event
 from app.feed.sinks import Sink
 
 # A test hook, read once by the CLI: "after-write" kills the process with SIGKILL right
@@ -108,7 +109,7 @@ class Exporter:
         """One batch: (checkpoint after it, events delivered, whether the position moved)."""
         batch = await self._feed.read(checkpoint.position, self._batch_size)
         if batch.events:
-            await self._sink.write(batch.events)
+            await self._sink.write([public_event(event) for event in batch.events])
             if self._fault is not None:
                 os.kill(os.getpid(), _FAULT_SIGNALS[self._fault])
         if batch.position is None or batch.position == checkpoint.position:

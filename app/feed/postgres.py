@@ -88,7 +88,7 @@ ENTITIES: tuple[Entity, ...] = (
             Column("start_at", _TS, "start"),
             Column("end_at", _TS, "end"),
             Column("purpose"),
-            Column("state"),
+            Column("status"),
             *_STAMPS,
         ),
     ),
