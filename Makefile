@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# `make run PORT=8001 HOST=0.0.0.0`: given on make's command line, these win; otherwise
+# ORCH_PORT / ORCH_HOST from the environment apply, else the settings' 127.0.0.1:8000.
+# Only the command line counts: some shells export HOST as the machine's name.
+HOST_ARG = $(if $(filter command line,$(origin HOST)),$(if $(HOST),--host $(HOST)))
+PORT_ARG = $(if $(filter command line,$(origin PORT)),$(if $(PORT),--port $(PORT)))
 
-.PHONY: run test lint typecheck imports lint-openapi pytest openapi bench create-tables clean
+.PHONY: run dev test lint typecheck imports lint-openapi pytest openapi bench create-tables clean
 
 # Installs come from the hashed lock files (see "Dependencies" in README.md): every
 # package pinned, pip in hash-checking mode; then the project itself, editable, --no-deps.
@@ -63,9 +66,12 @@ upgrade-deps: $(LOCK_TOOLS)/.uv-$(UV_VERSION)
 	$(UV_COMPILE) --constraints $(LOCK_DEV) --output-file $(LOCK_RUNTIME)
 
 run: $(VENV)/.runtime-installed
-	ORCH_HOST=$(HOST) ORCH_PORT=$(PORT) $(BIN)/orchestrator serve
+	$(strip $(BIN)/orchestrator serve $(HOST_ARG) $(PORT_ARG))
 
 test: $(VENV)/.dev-installed lint typecheck imports lint-openapi pytest
+
+# The development tools (moto, pytest, the linters) without running anything.
+dev: $(VENV)/.dev-installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check app tests bench examples

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import os
+import secrets
 import signal
 import socket
 import sys
+import tempfile
+from pathlib import Path
 from types import FrameType
 
 from app.settings import Settings
@@ -20,28 +25,93 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+class _CannotListen(Exception):
+    """The address to serve on cannot be bound; the message is the line to print."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket uvicorn would bind itself, bound here before anything is said."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)  # uvicorn's default backlog
+    except OSError as error:
+        listener.close()
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if error.errno == errno.EADDRINUSE:
+            raise _CannotListen(
+                f"orchestrator: {address} is in use (another orchestrator serve?): stop it, "
+                f"or choose another port with ORCH_PORT={port + 1 if port else 8001} make run"
+            ) from error
+        raise _CannotListen(
+            f"orchestrator: cannot listen on {address}: {error.strerror or error}"
+        ) from error
+    return listener
+
+
+def _keep_cursor_secret(path: Path) -> bool:
+    """Make a file holding a random cursor-signing key (mode 0600), unless one exists.
+
+    Written aside and linked into place, so a replica starting at the same time reads
+    either no file or the whole key, and the first one made is the one every process uses.
+    Returns whether this call made it.
+    """
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+        os.link(draft, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(draft)
+    return True
+
+
 def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int) -> int:
     """Serve until SIGTERM or SIGINT, then stop gracefully and exit with status 0.
 
-    On the signal uvicorn closes the listening socket (new connections are refused), lets
-    the requests in flight finish (at most ``graceful_timeout_s``), runs the lifespan's
-    shutdown (housekeeping stops, the store closes), and then raises the signal again for
-    the handler it found installed: ``_stopped`` makes that a clean exit rather than a
-    death by signal. A signal before uvicorn took over stops the process the same way.
+    The listening socket is bound first: when the port is taken, one line on stderr says so
+    and the exit status is 2, before any banner or file. On the signal uvicorn closes the
+    listening socket (new connections are refused), lets the requests in flight finish (at
+    most ``graceful_timeout_s``), runs the lifespan's shutdown (housekeeping stops, the
+    store closes), and then raises the signal again for the handler it found installed:
+    ``_stopped`` makes that a clean exit rather than a death by signal. A signal before
+    uvicorn took over stops the process the same way.
     """
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stopped)
-    import uvicorn
-
-    from app.http.auth import write_dev_tokens
 
     # systemd socket activation, or a parent (the tests) that bound the port: served as
     # given, not duplicated (uvicorn --fd keeps a duplicate open, which would go on
     # accepting connections into its backlog while the server drains).
-    listener = None if fd is None else socket.socket(fileno=fd)
-    host, port = (settings.host, settings.port) if listener is None else listener.getsockname()[:2]
+    if fd is not None:
+        listener = socket.socket(fileno=fd)
+    else:
+        try:
+            listener = _listen(settings.host, settings.port)
+        except _CannotListen as error:
+            print(error, file=sys.stderr)
+            return 2
+    import uvicorn
+
+    from app.http.auth import write_dev_tokens
+
+    host, port = listener.getsockname()[:2]
     made = write_dev_tokens(settings.tokens_file, settings.tokens_file.with_name("dev-tokens.env"))
-    base = f"http://{host}:{port}"
+    # The embedded store's data outlives the process: so do its cursors, signed with a key
+    # kept beside the data rather than one drawn per process (the lifespan reads it).
+    made_secret = (
+        not settings.cursor_secret
+        and settings.store == "sqlite"
+        and _keep_cursor_secret(settings.cursor_secret_file)
+    )
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     print(f"Bench Orchestrator on {base}  (store: {settings.store}", end="")
     print(f", {settings.sqlite_path})" if settings.store == "sqlite" else ")")
     print(f"  API docs: {base}/docs")
@@ -49,6 +119,8 @@ def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int) -> int:
         print(f"  made development tokens in {settings.tokens_file}:")
         for name, token in made.items():
             print(f"    {name}={token}")
+    if made_secret:
+        print(f"  made the key that signs pagination cursors in {settings.cursor_secret_file}")
     env_file = settings.tokens_file.with_name("dev-tokens.env")
     if env_file.exists():
         print(
@@ -60,14 +132,14 @@ def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int) -> int:
         uvicorn.Config(
             "app.main:create_app",
             factory=True,
-            host=settings.host,
-            port=settings.port,
+            host=host,
+            port=port,
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=graceful_timeout_s,
         )
     )
-    server.run(sockets=None if listener is None else [listener])
+    server.run(sockets=[listener])
     return 0
 
 

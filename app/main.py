@@ -56,14 +56,19 @@ def create_app(
 ) -> FastAPI:
     """Build the API. Tests pass their own store (left open) and clock."""
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     started: list[AppState] = []  # the state of the running lifespan, for the middleware
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.cursor_secret is None:
-            logger.warning("ORCH_CURSOR_SECRET is unset: cursors work in this process only")
-        secret = settings.cursor_secret or secrets.token_hex(32)
+        secret = settings.cursor_secret or settings.stored_cursor_secret()
+        if secret is None:
+            logger.warning(
+                "ORCH_CURSOR_SECRET is unset and %s holds no key: cursors work in this "
+                "process only",
+                settings.cursor_secret_file,
+            )
+            secret = secrets.token_hex(32)
         owned = store is None
         the_clock = clock or SystemClock()
         tokens = await TokenRegistry.open(

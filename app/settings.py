@@ -99,9 +99,11 @@ class Settings(BaseSettings):
     tokens_file: Path = Path("./var/tokens.json")
     # Issuers whose JWTs are accepted beside the tokens file (JSON in the environment).
     jwt_issuers: list[JwtIssuer] = []
-    # Signs pagination cursors. Unset: a random key per process, so replicas behind one
-    # load balancer must share an explicit value.
+    # Signs pagination cursors. Unset: the key in cursor_secret_file when that exists
+    # (`orchestrator serve` makes one for the embedded SQLite store), else a random key per
+    # process; replicas behind one load balancer must share one key either way.
     cursor_secret: str | None = None
+    cursor_secret_file: Path = Path("./var/cursor-secret")
 
     # The longest reservation window; at most LONGEST_WINDOW (31 days) in any deployment.
     max_reservation_hours: int = Field(default=168, ge=1, le=744)
@@ -122,6 +124,8 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: str = "INFO"
+    # auto: human-readable lines when stderr is a terminal, JSON lines otherwise.
+    log_format: Literal["auto", "console", "json"] = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -132,6 +136,14 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError("each issuer may be listed once")
         return value
+
+    def stored_cursor_secret(self) -> str | None:
+        """The key kept in ``cursor_secret_file``; None when there is no such file (or it
+        is empty). A file that exists but cannot be read is an error, not a random key."""
+        try:
+            return self.cursor_secret_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     @property
     def task_lease(self) -> timedelta:
