@@ -80,9 +80,12 @@ class Bench:
     created_at: datetime
     updated_at: datetime
     last_heartbeat: Heartbeat | None = None
-    # Liveness as last written to history by housekeeping (not on every heartbeat).
+    # Liveness as housekeeping last recorded it in the liveness log (not on every
+    # heartbeat), and how many transitions it has recorded: the log's last sequence number.
+    # Neither is configuration: recording a transition moves neither version nor ETag.
     recorded_liveness: Liveness = Liveness.OFFLINE
     concurrency: int = DEFAULT_CONCURRENCY
+    liveness_changes: int = 0
 
     def config(self) -> dict[str, Any]:
         """The configuration as plain values, for history diffs."""
@@ -97,11 +100,14 @@ class Bench:
         }
 
     def audited(self) -> dict[str, Any]:
-        """What history records a change of: the configuration and recorded liveness."""
-        return {**self.config(), "liveness": self.recorded_liveness.value}
+        """What bench history records a change of: the configuration only. Liveness
+        transitions have a log of their own (see ``liveness_change``)."""
+        return self.config()
 
     def liveness(self, now: datetime) -> Liveness:
-        if self.last_heartbeat is None:
+        """Online while heartbeats keep coming; a retired bench is offline whatever its
+        agent last said (it no longer takes heartbeats)."""
+        if self.admin_state is AdminState.RETIRED or self.last_heartbeat is None:
             return Liveness.OFFLINE
         if now - self.last_heartbeat.at < self.liveness_window:
             return Liveness.ONLINE
@@ -190,16 +196,51 @@ def apply_changes(bench: Bench, changes: BenchChanges, now: datetime) -> Bench:
     return replace(updated, version=bench.version + 1, updated_at=now)
 
 
-def record_liveness(bench: Bench, now: datetime) -> Bench:
-    """The bench with its liveness transition recorded; the same bench when none happened.
+@dataclass(frozen=True, slots=True)
+class LivenessChange:
+    """One transition of a bench's liveness, as its liveness log records it: the
+    ``seq``-th since the bench was registered (1, 2, ...), at ``at``."""
 
-    Heartbeats only touch liveness fields; housekeeping notices a bench going offline (or
-    back online) and records it once, as a new version with its history entry.
+    bench_id: str
+    was: Liveness
+    liveness: Liveness
+    seq: int
+    at: datetime
+
+    @property
+    def action(self) -> str:
+        return "came_online" if self.liveness is Liveness.ONLINE else "went_offline"
+
+
+def liveness_change(bench: Bench, now: datetime) -> LivenessChange | None:
+    """The transition to record, or None when the observed liveness is the recorded one.
+
+    Heartbeats only touch heartbeat fields; housekeeping notices a bench going offline (or
+    back online) and records it once. Liveness is not configuration: the transition is
+    logged with a sequence number of its own, and the bench's version does not move. A
+    retired bench's record no longer moves, so nothing is recorded for it.
     """
+    if bench.admin_state is AdminState.RETIRED:
+        return None
     observed = bench.liveness(now)
-    if observed is bench.recorded_liveness or bench.admin_state is AdminState.RETIRED:
-        return bench
-    return replace(bench, recorded_liveness=observed, version=bench.version + 1, updated_at=now)
+    if observed is bench.recorded_liveness:
+        return None
+    return LivenessChange(
+        bench_id=bench.bench_id,
+        was=bench.recorded_liveness,
+        liveness=observed,
+        seq=bench.liveness_changes + 1,
+        at=now,
+    )
+
+
+def heartbeat_refused(bench: Bench) -> Conflict:
+    """Why a heartbeat to ``bench`` is turned away: a retired bench's record no longer
+    moves, and its liveness is offline for good."""
+    return Conflict(
+        f"bench {bench.bench_id!r} is retired: it takes no heartbeats",
+        admin_state=bench.admin_state.value,
+    )
 
 
 def retire(bench: Bench, now: datetime) -> Bench:

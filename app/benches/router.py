@@ -197,3 +197,21 @@ async def list_bench_history(
         f"bench-history:{bench_id}",
         lambda limit, after: service.history(bench_id, limit, after),
     )
+
+
+@router.get(
+    "/{bench_id}/liveness",
+    response_model=PageOut[HistoryEntryOut],
+    operation_id="list_bench_liveness",
+)
+async def list_bench_liveness(
+    bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: Reader
+) -> PageOut[HistoryEntryOut]:
+    """Every time the bench came online or went offline, oldest first, as housekeeping
+    noticed it. Each entry's `version` is its place in this log (1, 2, ...), not a version
+    of the bench: liveness is not configuration, so it never moves the bench's ETag."""
+    return await history_page(
+        pager,
+        f"bench-liveness:{bench_id}",
+        lambda limit, after: service.liveness_log(bench_id, limit, after),
+    )

@@ -14,23 +14,37 @@ from app.benches.domain import (
     BenchChanges,
     Heartbeat,
     Liveness,
+    LivenessChange,
     apply_changes,
     check_may_report_for,
+    heartbeat_refused,
+    liveness_change,
     new_bench,
-    record_liveness,
     retire,
 )
 from app.clock import Clock
 from app.errors import Conflict, NotFound
-from app.history.domain import AuditTrail, HistoryEntry
+from app.history.domain import AuditTrail, HistoryEntry, record_change
 from app.identity import Actor, Principal
-from app.kit.concurrency import change_versioned
+from app.kit.concurrency import change_versioned, retrying
 from app.kit.idempotency import IdempotencyClaim, create_once
 from app.kit.paging import filtered_page
-from app.store.base import AlreadyExists, BenchQuery, IdempotencyRecord, ItemNotFound, Page, Store
+from app.store.base import (
+    AlreadyExists,
+    BenchQuery,
+    BenchRetired,
+    IdempotencyRecord,
+    ItemNotFound,
+    Page,
+    Store,
+    VersionMismatch,
+)
 from app.versioning import VersionExpectation
 
 AUDIT: AuditTrail[Bench] = AuditTrail("bench", lambda bench: bench.bench_id, Bench.audited)
+# A bench's liveness transitions: history entries of their own, numbered by the bench's
+# transition count, so recording one never moves the bench's version (its ETag).
+LIVENESS_LOG = "bench_liveness"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,20 +159,41 @@ class BenchService:
             "retired",
         )
 
-    async def record_liveness(self, bench: Bench, actor: Actor) -> Bench | None:
-        """Housekeeping: write a liveness transition to history; None when there was none."""
-        now = self._clock.now()
-        if record_liveness(bench, now) is bench:
-            return None
-        observed = bench.liveness(now)
-        action = "went_offline" if observed is Liveness.OFFLINE else "came_online"
-        return await self._change(
-            bench.bench_id,
-            lambda current: record_liveness(current, self._clock.now()),
-            None,
-            actor,
-            action,
-        )
+    async def record_liveness(self, bench: Bench, actor: Actor) -> LivenessChange | None:
+        """Housekeeping: log a liveness transition of ``bench`` (as a listing read it);
+        None when there was none.
+
+        The write is conditioned on the transition count that was read: when another
+        process recorded one meanwhile, the decision is made again on the stored bench
+        the failed write reports, so no read is spent on a bench that did not change.
+        """
+        seen = bench
+
+        async def attempt() -> LivenessChange | None:
+            nonlocal seen
+            change = liveness_change(seen, self._clock.now())
+            if change is None:
+                return None
+            entry = record_change(
+                entity_type=LIVENESS_LOG,
+                entity_id=change.bench_id,
+                version=change.seq,
+                at=change.at,
+                actor=actor,
+                action=change.action,
+                before={"liveness": change.was.value},
+                after={"liveness": change.liveness.value},
+            )
+            try:
+                await self._store.benches.record_liveness(seen, change.liveness, entry)
+            except ItemNotFound as error:
+                raise NotFound(f"bench {bench.bench_id!r} does not exist") from error
+            except VersionMismatch as mismatch:
+                seen = mismatch.current
+                raise
+            return change
+
+        return await retrying(attempt, f"liveness of bench {bench.bench_id!r}")
 
     async def record_heartbeat(
         self, bench_id: str, principal: Principal, agent_version: str, details: dict[str, Any]
@@ -169,11 +204,22 @@ class BenchService:
             return await self._store.benches.record_heartbeat(bench_id, heartbeat)
         except ItemNotFound as error:
             raise NotFound(f"bench {bench_id!r} does not exist") from error
+        except BenchRetired as refused:
+            raise heartbeat_refused(refused.bench) from refused
 
     async def history(self, bench_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
         await self.get(bench_id)
         return await self._store.history.find(
             AUDIT.entity_type, bench_id, limit, after, now=self._clock.now()
+        )
+
+    async def liveness_log(
+        self, bench_id: str, limit: int, after: int | None
+    ) -> Page[HistoryEntry]:
+        """The bench's liveness transitions, oldest first; ``after`` is a sequence number."""
+        await self.get(bench_id)
+        return await self._store.history.find(
+            LIVENESS_LOG, bench_id, limit, after, now=self._clock.now()
         )
 
     async def _change(

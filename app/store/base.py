@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from app.benches.domain import Bench, Heartbeat
+from app.benches.domain import Bench, Heartbeat, Liveness
 from app.executions.domain import Execution, ExecutionStatus, Task
 from app.history.domain import HistoryEntry
 from app.reservations.domain import BookedSlot, Reservation
@@ -72,6 +72,14 @@ class WindowTaken(StoreError):
         self.conflicts = conflicts
 
 
+class BenchRetired(StoreError):
+    """A heartbeat reached a retired bench (checked in the same write): nothing changed."""
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__("bench retired")
+        self.bench = bench
+
+
 class BenchNotBookable(StoreError):
     """The bench is missing (``bench`` is None) or not active at the moment of booking."""
 
@@ -111,20 +119,35 @@ class BenchRepository(Protocol):
     async def create(
         self, bench: Bench, entry: HistoryEntry, idempotency: IdempotencyRecord | None = None
     ) -> None:
-        """Store a new bench. Raises AlreadyExists when the id is taken, and
-        IdempotencyKeyTaken when ``idempotency``'s key is in use (and not expired)."""
+        """Store a new bench, with no liveness recorded yet (offline, no transitions).
+        Raises AlreadyExists when the id is taken, and IdempotencyKeyTaken when
+        ``idempotency``'s key is in use (and not expired)."""
 
     async def get(self, bench_id: str) -> Bench | None: ...
 
     async def update(self, current: Bench, bench: Bench, entry: HistoryEntry) -> None:
         """Replace ``current`` (as the caller read it) by ``bench``, if still at its version.
 
-        Raises ItemNotFound, or VersionMismatch carrying the stored bench. Heartbeat
-        fields are left as they are.
+        Raises ItemNotFound, or VersionMismatch carrying the stored bench. Heartbeat and
+        liveness fields (``recorded_liveness``, ``liveness_changes``) are left as stored:
+        an admin's change made from an older read never undoes a recorded transition.
+        """
+
+    async def record_liveness(
+        self, current: Bench, liveness: Liveness, entry: HistoryEntry
+    ) -> None:
+        """Record a liveness transition: ``recorded_liveness`` becomes ``liveness`` and
+        ``liveness_changes`` one more than ``current``'s, if the stored count is still
+        ``current.liveness_changes``; ``entry`` (its version that new count) is stored in
+        the same transaction. Version, updated_at and configuration stay as they are.
+
+        Raises ItemNotFound, or VersionMismatch carrying the stored bench when another
+        transition was recorded since ``current`` was read.
         """
 
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
-        """One write; no version change, no history. Raises ItemNotFound."""
+        """One write; no version change, no history. Raises ItemNotFound, or BenchRetired
+        (with the stored bench) when the bench is retired."""
 
     async def find(self, query: BenchQuery, limit: int, after: str | None) -> Page[Bench]:
         """Benches matching every filter, ordered by bench_id, starting after ``after``."""

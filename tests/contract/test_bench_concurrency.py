@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from app.benches.domain import Liveness
 from app.clock import ManualClock
 from app.executions.domain import Execution, Task, TaskStatus, claim
 from app.executions.service import ExecutionService
@@ -74,9 +75,25 @@ async def test_an_older_sqlite_file_gains_the_column_and_its_benches_run_one_tas
     try:
         bench = await store.benches.get("rig-1")
         assert bench is not None and bench.concurrency == 1
+        # Nor did it count liveness transitions: it has none in the liveness log yet.
+        assert bench.liveness_changes == 0
         raised = next_version(bench, concurrency=3)
         await store.benches.update(bench, raised, entry_for(raised, "updated"))
         assert await store.benches.get("rig-1") == raised
+        entry = HistoryEntry(
+            entity_type="bench_liveness",
+            entity_id="rig-1",
+            version=1,
+            at=raised.updated_at,
+            actor="housekeeping",
+            request_id="hk",
+            action="came_online",
+            changes={"liveness": {"from": "offline", "to": "online"}},
+        )
+        await store.benches.record_liveness(raised, Liveness.ONLINE, entry)
+        assert await store.benches.get("rig-1") == replace(
+            raised, recorded_liveness=Liveness.ONLINE, liveness_changes=1
+        )
     finally:
         await store.close()
 

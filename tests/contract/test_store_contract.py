@@ -8,8 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.benches.domain import AdminState, Heartbeat
-from app.store.base import AlreadyExists, BenchQuery, ItemNotFound, Store, VersionMismatch
+from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
+from app.history.domain import HistoryEntry
+from app.store.base import (
+    AlreadyExists,
+    BenchQuery,
+    BenchRetired,
+    ItemNotFound,
+    Store,
+    VersionMismatch,
+)
 from tests.conftest import START
 from tests.support.factories import entry_for, make_bench, next_version
 
@@ -188,3 +196,143 @@ async def test_concurrent_conditional_updates_have_one_winner(store: Store) -> N
 
 async def test_ping_answers(store: Store) -> None:
     await store.ping()
+
+
+# --- liveness: a log of its own, conditioned on the transition count, not the version -----
+
+
+def liveness_entry(
+    bench: Bench, seq: int, liveness: Liveness, request_id: str = "hk"
+) -> HistoryEntry:
+    was = Liveness.OFFLINE if liveness is Liveness.ONLINE else Liveness.ONLINE
+    return HistoryEntry(
+        entity_type="bench_liveness",
+        entity_id=bench.bench_id,
+        version=seq,
+        at=START + timedelta(minutes=seq),
+        actor="housekeeping",
+        request_id=request_id,
+        action="came_online" if liveness is Liveness.ONLINE else "went_offline",
+        changes={"liveness": {"from": was.value, "to": liveness.value}},
+    )
+
+
+async def liveness_log(store: Store, bench_id: str = "rig-1") -> list[HistoryEntry]:
+    return (
+        await store.history.find("bench_liveness", bench_id, 50, None, now=datetime.now(UTC))
+    ).items
+
+
+async def test_record_liveness_counts_and_logs_without_moving_the_version(store: Store) -> None:
+    bench = make_bench("rig-1", "can-bus")
+    await store.benches.create(bench, entry_for(bench))
+    assert bench.liveness_changes == 0
+    online = liveness_entry(bench, 1, Liveness.ONLINE)
+    await store.benches.record_liveness(bench, Liveness.ONLINE, online)
+    first = await store.benches.get("rig-1")
+    assert first == replace(bench, recorded_liveness=Liveness.ONLINE, liveness_changes=1)
+    offline = liveness_entry(first, 2, Liveness.OFFLINE)
+    await store.benches.record_liveness(first, Liveness.OFFLINE, offline)
+    second = await store.benches.get("rig-1")
+    assert second == replace(bench, recorded_liveness=Liveness.OFFLINE, liveness_changes=2)
+    assert second.version == 1 and second.updated_at == bench.updated_at
+    assert await liveness_log(store) == [online, offline]
+    history = await store.history.find("bench", "rig-1", 10, None, now=datetime.now(UTC))
+    assert [e.version for e in history.items] == [1]
+
+
+async def test_concurrent_record_liveness_from_one_read_have_one_winner(store: Store) -> None:
+    bench = make_bench("rig-1", "can-bus")
+    await store.benches.create(bench, entry_for(bench))
+
+    async def attempt(n: int) -> str:
+        entry = liveness_entry(bench, 1, Liveness.ONLINE, request_id=f"hk-{n}")
+        try:
+            await store.benches.record_liveness(bench, Liveness.ONLINE, entry)
+        except VersionMismatch as mismatch:
+            # The loser learns the stored bench, with the winner's count, to decide again.
+            assert mismatch.current.liveness_changes == 1
+            assert mismatch.current.recorded_liveness is Liveness.ONLINE
+            return "lost"
+        return entry.request_id
+
+    outcomes = await asyncio.gather(attempt(1), attempt(2))
+    winners = [o for o in outcomes if o != "lost"]
+    assert len(winners) == 1 and outcomes.count("lost") == 1
+    stored = await store.benches.get("rig-1")
+    assert stored == replace(bench, recorded_liveness=Liveness.ONLINE, liveness_changes=1)
+    log = await liveness_log(store)
+    assert [(e.version, e.request_id) for e in log] == [(1, winners[0])]
+
+
+async def test_record_liveness_from_a_stale_count_writes_nothing(store: Store) -> None:
+    bench = make_bench("rig-1")
+    await store.benches.create(bench, entry_for(bench))
+    await store.benches.record_liveness(
+        bench, Liveness.ONLINE, liveness_entry(bench, 1, Liveness.ONLINE)
+    )
+    with pytest.raises(VersionMismatch) as caught:
+        await store.benches.record_liveness(
+            bench, Liveness.ONLINE, liveness_entry(bench, 1, Liveness.ONLINE, "late")
+        )
+    assert caught.value.current == replace(
+        bench, recorded_liveness=Liveness.ONLINE, liveness_changes=1
+    )
+    assert [e.request_id for e in await liveness_log(store)] == ["hk"]
+
+
+async def test_record_liveness_of_an_unknown_bench_raises_not_found(store: Store) -> None:
+    ghost = make_bench("ghost")
+    with pytest.raises(ItemNotFound):
+        await store.benches.record_liveness(
+            ghost, Liveness.ONLINE, liveness_entry(ghost, 1, Liveness.ONLINE)
+        )
+    assert await store.benches.get("ghost") is None
+    assert await liveness_log(store, "ghost") == []
+
+
+async def test_update_from_a_read_before_a_transition_keeps_the_recorded_liveness(
+    store: Store,
+) -> None:
+    bench = make_bench("rig-1", "can-bus")
+    await store.benches.create(bench, entry_for(bench))
+    # An admin read the bench; then housekeeping recorded a transition. The version did
+    # not move, so the admin's update is accepted, and it must not undo the transition.
+    await store.benches.record_liveness(
+        bench, Liveness.ONLINE, liveness_entry(bench, 1, Liveness.ONLINE)
+    )
+    renamed = next_version(bench, name="Renamed", capabilities=frozenset({"usb"}))
+    await store.benches.update(bench, renamed, entry_for(renamed, "updated"))
+    stored = await store.benches.get("rig-1")
+    assert stored == replace(renamed, recorded_liveness=Liveness.ONLINE, liveness_changes=1)
+    # The count kept its place: the next transition is the second, not a second first.
+    await store.benches.record_liveness(
+        stored, Liveness.OFFLINE, liveness_entry(stored, 2, Liveness.OFFLINE)
+    )
+    after = await store.benches.get("rig-1")
+    assert after == replace(renamed, recorded_liveness=Liveness.OFFLINE, liveness_changes=2)
+    assert [e.version for e in await liveness_log(store)] == [1, 2]
+
+
+async def test_update_writes_no_liveness_of_its_own(store: Store) -> None:
+    bench = make_bench("rig-1")
+    await store.benches.create(bench, entry_for(bench))
+    # A caller's bench that claims liveness the store never recorded does not write it.
+    claims = next_version(bench, recorded_liveness=Liveness.ONLINE, liveness_changes=7)
+    await store.benches.update(bench, claims, entry_for(claims, "updated"))
+    assert await store.benches.get("rig-1") == next_version(bench)
+
+
+async def test_a_heartbeat_to_a_retired_bench_is_refused_and_changes_nothing(
+    store: Store,
+) -> None:
+    bench = make_bench("rig-1")
+    await store.benches.create(bench, entry_for(bench))
+    beat = Heartbeat(at=START, agent_version="1", details={})
+    await store.benches.record_heartbeat("rig-1", beat)
+    retired = next_version(bench, admin_state=AdminState.RETIRED)
+    await store.benches.update(bench, retired, entry_for(retired, "retired"))
+    with pytest.raises(BenchRetired) as caught:
+        await store.benches.record_heartbeat("rig-1", Heartbeat(START, "2", {"late": True}))
+    assert caught.value.bench == replace(retired, last_heartbeat=beat)
+    assert await store.benches.get("rig-1") == replace(retired, last_heartbeat=beat)

@@ -198,6 +198,13 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "GET",
+        "/v1/benches/{bench_id}/liveness",
+        "rig-1",
+        readers(),
+        ids={"bench_id": "rig-1"},
+    ),
+    Row(
+        "GET",
         "/v1/benches/{bench_id}/reservations",
         "rig-1",
         readers(),

@@ -92,8 +92,8 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
 
 
 async def _came_online(http: httpx.AsyncClient, server: ApiServer, bench_id: str) -> bool:
-    history = await http.get(f"{server.url}/v1/benches/{bench_id}/history", headers=ADMIN)
-    return any(entry["action"] == "came_online" for entry in history.json()["items"])
+    log = await http.get(f"{server.url}/v1/benches/{bench_id}/liveness", headers=ADMIN)
+    return any(entry["action"] == "came_online" for entry in log.json()["items"])
 
 
 async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
@@ -117,7 +117,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
             headers=AGENT1,
         )
         assert beat.status_code == 200, beat.text
-        # The housekeeping loop runs: it records the bench coming online in its history.
+        # The housekeeping loop runs: it records the bench coming online in its liveness log.
         await until(
             lambda: _came_online(http, server, "rig-1"), DEADLINE_S, "housekeeping ran a pass"
         )

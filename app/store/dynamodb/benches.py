@@ -12,11 +12,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from app.benches.domain import Bench, Heartbeat
+from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
 from app.history.domain import HistoryEntry
 from app.store.base import (
     AlreadyExists,
     BenchQuery,
+    BenchRetired,
     IdempotencyRecord,
     ItemNotFound,
     Page,
@@ -93,7 +94,8 @@ class DynamoBenchRepository:
 
     async def update(self, current: Bench, bench: Bench, entry: HistoryEntry) -> None:
         # The guard items to add and delete follow from the capabilities of the version
-        # the caller read; the transaction is conditioned on that same version.
+        # the caller read; the transaction is conditioned on that same version. Liveness
+        # attributes are not in the SET: only record_liveness moves them.
         expected_version = current.version
         names = {
             "#name": "name",
@@ -101,7 +103,6 @@ class DynamoBenchRepository:
             "#labels": "labels",
             "#interval": "heartbeat_interval_s",
             "#state": "admin_state",
-            "#liveness": "recorded_liveness",
             "#concurrency": "concurrency",
             "#version": "version",
             "#updated": "updated_at",
@@ -113,7 +114,6 @@ class DynamoBenchRepository:
             ":labels": encode_labels(bench.labels),
             ":interval": n(bench.heartbeat_interval_s),
             ":state": s(bench.admin_state.value),
-            ":liveness": s(bench.recorded_liveness.value),
             ":concurrency": n(bench.concurrency),
             ":version": n(bench.version),
             ":updated": s(to_iso(bench.updated_at)),
@@ -121,7 +121,7 @@ class DynamoBenchRepository:
         }
         expression = (
             "SET #name = :name, #type = :type, #labels = :labels, #interval = :interval,"
-            " #state = :state, #liveness = :liveness, #concurrency = :concurrency,"
+            " #state = :state, #concurrency = :concurrency,"
             " #version = :version, #updated = :updated"
         )
         # A string set cannot be empty: no capabilities means no attribute.
@@ -160,6 +160,47 @@ class DynamoBenchRepository:
             raise VersionMismatch(decode_bench(stored))
         raise cancelled(reasons)
 
+    async def record_liveness(
+        self, current: Bench, liveness: Liveness, entry: HistoryEntry
+    ) -> None:
+        # Conditioned on the transition count the caller read, not on the version: an
+        # admin's change and a recorded transition never undo each other. Items written
+        # before transitions were counted have no count, which reads as 0.
+        seen = current.liveness_changes
+        unchanged = "#changes = :seen"
+        if seen == 0:
+            unchanged = f"({unchanged} OR attribute_not_exists(#changes))"
+        actions: list[Action] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": bench_key(current.bench_id),
+                    "UpdateExpression": "SET #liveness = :liveness, #changes = :next",
+                    "ConditionExpression": f"attribute_exists(bench_id) AND {unchanged}",
+                    "ExpressionAttributeNames": {
+                        "#liveness": "recorded_liveness",
+                        "#changes": "liveness_changes",
+                    },
+                    "ExpressionAttributeValues": {
+                        ":liveness": s(liveness.value),
+                        ":next": n(seen + 1),
+                        ":seen": n(seen),
+                    },
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            self._history_table.put(entry),
+        ]
+        reasons = await transact(self._call, actions)
+        if reasons is None:
+            return
+        if failed(reasons, 0):
+            stored = old_item(reasons, 0)
+            if stored is None:
+                raise ItemNotFound(current.bench_id)
+            raise VersionMismatch(decode_bench(stored))
+        raise cancelled(reasons)
+
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
         try:
             response = await self._call(
@@ -170,18 +211,26 @@ class DynamoBenchRepository:
                     "SET last_heartbeat_at = :at, agent_version = :agent,"
                     " heartbeat_details = :details"
                 ),
-                # Without it UpdateItem would create a bench out of a heartbeat.
-                ConditionExpression="attribute_exists(bench_id)",
+                # attribute_exists: else UpdateItem would create a bench out of a heartbeat;
+                # the admin state: a retired bench is left as it is.
+                ConditionExpression="attribute_exists(bench_id) AND #state <> :retired",
+                ExpressionAttributeNames={"#state": "admin_state"},
                 ExpressionAttributeValues={
                     ":at": s(to_iso(heartbeat.at)),
                     ":agent": s(heartbeat.agent_version),
                     ":details": s(json.dumps(heartbeat.details)),
+                    ":retired": s(AdminState.RETIRED.value),
                 },
                 ReturnValues="ALL_NEW",
+                # The failed check returns the stored item: missing, or retired.
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
             if error_code(error) == "ConditionalCheckFailedException":
-                raise ItemNotFound(bench_id) from None
+                stored = error.response.get("Item")
+                if not stored:
+                    raise ItemNotFound(bench_id) from None
+                raise BenchRetired(decode_bench(stored)) from None
             raise
         return decode_bench(response["Attributes"])
 

@@ -69,6 +69,7 @@ def encode_bench(bench: Bench) -> Item:
         "heartbeat_interval_s": n(bench.heartbeat_interval_s),
         "admin_state": s(bench.admin_state.value),
         "recorded_liveness": s(bench.recorded_liveness.value),
+        "liveness_changes": n(bench.liveness_changes),
         "concurrency": n(bench.concurrency),
         "version": n(bench.version),
         "created_at": s(to_iso(bench.created_at)),
@@ -107,6 +108,8 @@ def decode_bench(item: Item) -> Bench:
         recorded_liveness=Liveness(item.get("recorded_liveness", {}).get("S", "offline")),
         # Items written before benches had a concurrency run one task at a time.
         concurrency=int(item.get("concurrency", {}).get("N", DEFAULT_CONCURRENCY)),
+        # Items written before transitions were counted have none in the liveness log.
+        liveness_changes=int(item.get("liveness_changes", {}).get("N", 0)),
     )
 
 

@@ -15,15 +15,24 @@ import aiosqlite
 
 from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
 from app.history.domain import HistoryEntry
-from app.store.base import BenchQuery, IdempotencyRecord, ItemNotFound, Page, Write
+from app.store.base import (
+    BenchQuery,
+    BenchRetired,
+    IdempotencyRecord,
+    ItemNotFound,
+    Page,
+    VersionMismatch,
+    Write,
+)
 from app.store.sqlite.database import SqliteDatabase
 from app.store.sqlite.table import Table
 from app.timeutil import from_iso, to_iso
 
 
 def _bench_row(bench: Bench) -> dict[str, Any]:
-    """The configuration columns. Not the heartbeat ones: only record_heartbeat writes
-    those, so an update never moves them."""
+    """The configuration columns. Not the heartbeat ones (only record_heartbeat writes
+    those) nor the liveness ones (only record_liveness does; a new bench takes the
+    columns' defaults), so an update never moves them."""
     return {
         "bench_id": bench.bench_id,
         "name": bench.name,
@@ -34,7 +43,6 @@ def _bench_row(bench: Bench) -> dict[str, Any]:
         "version": bench.version,
         "created_at": to_iso(bench.created_at),
         "updated_at": to_iso(bench.updated_at),
-        "recorded_liveness": bench.recorded_liveness.value,
         "concurrency": bench.concurrency,
     }
 
@@ -61,6 +69,7 @@ def _bench_from_row(row: sqlite3.Row) -> Bench:
         last_heartbeat=heartbeat,
         recorded_liveness=Liveness(row["recorded_liveness"]),
         concurrency=row["concurrency"],
+        liveness_changes=row["liveness_changes"],
     )
 
 
@@ -112,23 +121,49 @@ class SqliteBenchRepository:
             await _insert_capabilities(connection, bench.bench_id, bench.capabilities)
             await self._db.insert_history(connection, entry)
 
+    async def record_liveness(
+        self, current: Bench, liveness: Liveness, entry: HistoryEntry
+    ) -> None:
+        # Conditioned on the transition count, not the version: configuration and
+        # liveness are changed independently, and neither undoes the other.
+        async with self._db.write() as connection:
+            cursor = await connection.execute(
+                "UPDATE benches SET recorded_liveness = ?, liveness_changes = ?"
+                " WHERE bench_id = ? AND liveness_changes = ?",
+                (
+                    liveness.value,
+                    current.liveness_changes + 1,
+                    current.bench_id,
+                    current.liveness_changes,
+                ),
+            )
+            if cursor.rowcount == 0:
+                stored = await BENCHES.read(connection, current.bench_id)
+                if stored is None:
+                    raise ItemNotFound(current.bench_id)
+                raise VersionMismatch(stored)
+            await self._db.insert_history(connection, entry)
+
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
-        # Not a versioned write: only the heartbeat columns, no version, no history.
+        # Not a versioned write: only the heartbeat columns, no version, no history. A
+        # retired bench is left as it is, in the same statement.
         async with self._db.write() as connection:
             cursor = await connection.execute(
                 "UPDATE benches SET last_heartbeat_at = ?, agent_version = ?,"
-                " heartbeat_details = ? WHERE bench_id = ?",
+                " heartbeat_details = ? WHERE bench_id = ? AND admin_state != ?",
                 (
                     to_iso(heartbeat.at),
                     heartbeat.agent_version,
                     json.dumps(heartbeat.details),
                     bench_id,
+                    AdminState.RETIRED.value,
                 ),
             )
-            if cursor.rowcount == 0:
-                raise ItemNotFound(bench_id)
             bench = await BENCHES.read(connection, bench_id)
-        assert bench is not None  # updated inside this very transaction
+            if bench is None:
+                raise ItemNotFound(bench_id)
+            if cursor.rowcount == 0:
+                raise BenchRetired(bench)
         return bench
 
     async def find(self, query: BenchQuery, limit: int, after: str | None) -> Page[Bench]:

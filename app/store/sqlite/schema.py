@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS benches (
     agent_version TEXT,
     heartbeat_details TEXT,
     recorded_liveness TEXT NOT NULL DEFAULT 'offline',
-    concurrency INTEGER NOT NULL DEFAULT 1
+    concurrency INTEGER NOT NULL DEFAULT 1,
+    liveness_changes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS bench_capabilities (
     capability TEXT NOT NULL,
@@ -117,6 +118,7 @@ CREATE TABLE IF NOT EXISTS history (
 _ADDED_COLUMNS = (
     ("benches", "recorded_liveness", "TEXT NOT NULL DEFAULT 'offline'"),
     ("benches", "concurrency", "INTEGER NOT NULL DEFAULT 1"),
+    ("benches", "liveness_changes", "INTEGER NOT NULL DEFAULT 0"),
     ("history", "expires_at", "TEXT"),
 )
 

@@ -4,13 +4,16 @@ item layout, and the ALL_OLD path of a lost race.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from app.benches.domain import Heartbeat
-from app.store.base import BenchQuery, VersionMismatch
+from app.benches.domain import AdminState, Heartbeat, Liveness
+from app.history.domain import HistoryEntry
+from app.store.base import BenchQuery, BenchRetired, VersionMismatch
+from app.store.dynamodb.codec import encode_bench
 from app.store.dynamodb.store import DynamoStore
 from tests.conftest import START
 from tests.contract.dynamodb.support import RaceBeforeTransaction, RecordingClient
@@ -180,3 +183,103 @@ async def test_pages_end_exactly_and_resume_after_any_id(dynamo: DynamoStore) ->
         resumed = await dynamo.benches.find(BenchQuery(capabilities=capabilities), 5, "a1x")
         assert [b.bench_id for b in resumed.items] == ["a2", "a3"]
         assert resumed.next_after is None
+
+
+def _liveness_entry(bench_id: str, seq: int, liveness: Liveness) -> HistoryEntry:
+    return HistoryEntry(
+        entity_type="bench_liveness",
+        entity_id=bench_id,
+        version=seq,
+        at=START,
+        actor="housekeeping",
+        request_id=f"hk-{seq}",
+        action="came_online" if liveness is Liveness.ONLINE else "went_offline",
+        changes={},
+    )
+
+
+async def test_record_liveness_is_one_transaction_on_the_bench_item_alone(
+    raw_client: Any, prefix: str
+) -> None:
+    recorder = RecordingClient(NoScanClient(raw_client))
+    store = DynamoStore(recorder, prefix)
+    bench = make_bench("rig-1", "can-bus")
+    await store.benches.create(bench, entry_for(bench))
+    recorder.requests.clear()
+    store.calls.clear()
+    await store.benches.record_liveness(
+        bench, Liveness.ONLINE, _liveness_entry("rig-1", 1, Liveness.ONLINE)
+    )
+    assert store.calls == {"TransactWriteItems": 1}
+    [(name, params)] = recorder.requests
+    assert name == "transact_write_items"
+    update, put = params["TransactItems"]
+    assert update["Update"]["Key"] == {"bench_id": {"S": "rig-1"}, "sk": {"S": "BENCH"}}
+    assert update["Update"]["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
+    # Neither the version nor any configuration attribute is written.
+    written = set(update["Update"]["ExpressionAttributeNames"].values())
+    assert written == {"recorded_liveness", "liveness_changes"}
+    assert put["Put"]["Item"]["entity"] == {"S": "bench_liveness#rig-1"}
+    item = await raw_client.get_item(
+        TableName=f"{prefix}Benches", Key=update["Update"]["Key"], ConsistentRead=True
+    )
+    assert item["Item"]["liveness_changes"] == {"N": "1"}
+    assert item["Item"]["version"] == {"N": "1"}
+
+
+async def test_a_bench_item_written_before_transitions_were_counted_reads_as_none(
+    dynamo: DynamoStore, raw_client: Any, prefix: str
+) -> None:
+    bench = replace(make_bench("rig-1"), recorded_liveness=Liveness.ONLINE)
+    item = encode_bench(bench)
+    del item["liveness_changes"]
+    await raw_client.put_item(TableName=f"{prefix}Benches", Item=item)
+    old = await dynamo.benches.get("rig-1")
+    assert old == bench and old.liveness_changes == 0
+    await dynamo.benches.record_liveness(
+        old, Liveness.OFFLINE, _liveness_entry("rig-1", 1, Liveness.OFFLINE)
+    )
+    assert await dynamo.benches.get("rig-1") == replace(
+        bench, recorded_liveness=Liveness.OFFLINE, liveness_changes=1
+    )
+    # The count is there now: a second recording from the old read loses.
+    with pytest.raises(VersionMismatch):
+        await dynamo.benches.record_liveness(
+            old, Liveness.OFFLINE, _liveness_entry("rig-1", 1, Liveness.OFFLINE)
+        )
+
+
+async def test_a_lost_liveness_race_reports_the_winner_from_the_failed_condition(
+    raw_client: Any, prefix: str
+) -> None:
+    winner_store = DynamoStore(raw_client, prefix)
+    bench = make_bench("rig-1")
+    await winner_store.benches.create(bench, entry_for(bench))
+
+    async def win() -> None:
+        await winner_store.benches.record_liveness(
+            bench, Liveness.ONLINE, _liveness_entry("rig-1", 1, Liveness.ONLINE)
+        )
+
+    loser_store = DynamoStore(RaceBeforeTransaction(raw_client, win), prefix)
+    with pytest.raises(VersionMismatch) as caught:
+        await loser_store.benches.record_liveness(
+            bench, Liveness.ONLINE, _liveness_entry("rig-1", 1, Liveness.ONLINE)
+        )
+    assert caught.value.current == replace(
+        bench, recorded_liveness=Liveness.ONLINE, liveness_changes=1
+    )
+    assert loser_store.calls == {"TransactWriteItems": 1}
+
+
+async def test_a_heartbeat_to_a_retired_bench_is_one_refused_call(dynamo: DynamoStore) -> None:
+    bench = make_bench("rig-1")
+    await dynamo.benches.create(bench, entry_for(bench))
+    retired = next_version(bench, admin_state=AdminState.RETIRED)
+    await dynamo.benches.update(bench, retired, entry_for(retired, "retired"))
+    dynamo.calls.clear()
+    with pytest.raises(BenchRetired) as caught:
+        await dynamo.benches.record_heartbeat("rig-1", Heartbeat(START, "1.0", {}))
+    # The stored bench came back with the failed condition: no read after the write.
+    assert caught.value.bench == retired
+    assert dynamo.calls == {"UpdateItem": 1}
