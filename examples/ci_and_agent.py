@@ -1,9 +1,10 @@
 """A scripted CI pipeline and bench agent against a running orchestrator.
 
-    source var/dev-tokens.env
-    python examples/ci_and_agent.py http://127.0.0.1:8000
+    . var/dev-tokens.env
+    .venv/bin/python examples/ci_and_agent.py http://127.0.0.1:8000
 
-Books rig-1 for the next half hour (registering it first if needed), then:
+Uses a reservation of rig-1 that is active now, or books the next half hour (registering
+rig-1 first if needed), then:
 1. CI creates an execution of two tasks; the agent claims, heartbeats and completes each:
    the execution ends `passed`.
 2. CI creates another; the agent claims its first task and "dies" (stops heartbeating).
@@ -37,19 +38,25 @@ def main(base: str) -> None:
         admin.post(
             "/v1/benches", json={"bench_id": "rig-1", "name": "HIL rig 1", "type": "hil"}
         ).raise_for_status()
-    now = datetime.now(UTC)
-    booking = ci.post(
-        "/v1/reservations",
-        json={
-            "bench_id": "rig-1",
-            "start": now.isoformat(),
-            "end": (now + timedelta(minutes=30)).isoformat(),
-            "purpose": "example pipeline",
-        },
-    )
-    booking.raise_for_status()
-    reservation_id = booking.json()["reservation_id"]
-    print("reserved rig-1:", reservation_id)
+    active = ci.get("/v1/reservations", params={"bench_id": "rig-1", "status": "active"})
+    active.raise_for_status()
+    if active.json()["items"]:
+        reservation_id = active.json()["items"][0]["reservation_id"]
+        print("using the active reservation of rig-1:", reservation_id)
+    else:
+        now = datetime.now(UTC)
+        booking = ci.post(
+            "/v1/reservations",
+            json={
+                "bench_id": "rig-1",
+                "start": now.isoformat(),
+                "end": (now + timedelta(minutes=30)).isoformat(),
+                "purpose": "example pipeline",
+            },
+        )
+        booking.raise_for_status()
+        reservation_id = booking.json()["reservation_id"]
+        print("reserved rig-1:", reservation_id)
 
     def create_run(max_attempts: int) -> dict[str, Any]:
         response = ci.post(
@@ -100,5 +107,31 @@ def main(base: str) -> None:
     print("history:", [(e["version"], e["action"], e["actor"]) for e in history])
 
 
+def _problem(response: httpx.Response) -> str:
+    """A Problem Details answer in one or two lines: title, detail, what was in the way."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return f"{response.status_code} {response.reason_phrase}"
+    line = f"{problem.get('status')} {problem.get('title')}: {problem.get('detail')}"
+    for conflict in problem.get("conflicts") or []:
+        line += (
+            f"\n  in the way: {conflict['reservation_id']} {conflict['start']}..{conflict['end']}"
+        )
+    return line
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000")
+    base = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000"
+    missing = [
+        name for name in ("CI_TOKEN", "ADMIN_TOKEN", "AGENT_TOKEN") if name not in os.environ
+    ]
+    if missing:
+        sys.exit(f"set {', '.join(missing)} first: . var/dev-tokens.env")
+    try:
+        main(base)
+    except httpx.HTTPStatusError as error:
+        request = error.request
+        sys.exit(f"{request.method} {request.url.path}: {_problem(error.response)}")
+    except httpx.TransportError as error:
+        sys.exit(f"cannot reach {base} ({error}): is `make run` running?")
