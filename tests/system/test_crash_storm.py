@@ -672,7 +672,7 @@ def _fold(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "start": _instant(snapshot["start"]),
         "end": _instant(snapshot["end"]),
-        "cancelled": snapshot["state"] == "cancelled",
+        "cancelled": snapshot["status"] == "cancelled",
     }
 
 
