@@ -124,7 +124,7 @@ def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int) -> int:
     env_file = settings.tokens_file.with_name("dev-tokens.env")
     if env_file.exists():
         print(
-            f"  authenticate: source {env_file} && "
+            f"  authenticate: . {env_file} && "
             f'curl -H "Authorization: Bearer $ADMIN_TOKEN" {base}/v1/benches'
         )
     sys.stdout.flush()

@@ -247,7 +247,9 @@ async def list_bench_calendar(
     """The bench's calendar: reservations holding it in [from, to), ordered by start."""
     start = from_ or service.now()
     end = to or start + DEFAULT_RANGE
-    filters = {"from": start, "to": end}
+    # The cursor is bound to what the caller asked: without `from`, "now" moves between
+    # pages, and the next page carries on after the last item all the same.
+    filters = {"from": from_, "to": to}
     scope = f"calendar:{bench_id}"
     page = await service.calendar(
         bench_id, Window(start, end), pager.limit, pager.start_after(scope, filters)

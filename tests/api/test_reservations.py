@@ -393,3 +393,22 @@ async def test_fifty_racing_posts_with_one_key_book_once(client: httpx.AsyncClie
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["reservation_id"] for r in responses}) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 49
+
+
+async def test_the_calendar_pages_on_without_from_while_time_moves(
+    client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    await add_bench(client)
+    for hour in (10, 12, 14):
+        booked = await book(
+            client, start=f"2026-11-26T{hour}:00:00Z", end=f"2026-11-26T{hour}:30:00Z"
+        )
+        assert booked.status_code == 201, booked.text
+    first = (await client.get("/v1/benches/rig-1/reservations?limit=2", headers=ALICE)).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    clock.advance(timedelta(minutes=5))  # "now", the default `from`, has moved
+    rest = await client.get(
+        f"/v1/benches/rig-1/reservations?limit=2&cursor={first['next_cursor']}", headers=ALICE
+    )
+    assert rest.status_code == 200, rest.text
+    assert [r["start"] for r in rest.json()["items"]] == ["2026-11-26T14:00:00Z"]
