@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST_ARG = $(if $(filter command line,$(origin HOST)),$(if $(HOST),--host $(HOST)))
 PORT_ARG = $(if $(filter command line,$(origin PORT)),$(if $(PORT),--port $(PORT)))
 
-.PHONY: run dev test lint typecheck imports lint-openapi pytest openapi bench create-tables clean
+.PHONY: run dev test lint typecheck imports lint-openapi pytest openapi client-models bench create-tables clean
 
 # Installs come from the hashed lock files (see "Dependencies" in README.md): every
 # package pinned, pip in hash-checking mode; then the project itself, editable, --no-deps.
@@ -23,15 +23,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime-installed: $(LOCK_RUNTIME) pyproject.toml | $(BIN)/python
+$(VENV)/.runtime-installed: $(LOCK_RUNTIME) pyproject.toml client/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK_RUNTIME)
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e ./client
 	$(BIN)/pip check || { echo "$(LOCK_RUNTIME) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
 	touch $@
 
-$(VENV)/.dev-installed: $(LOCK_DEV) pyproject.toml | $(BIN)/python
+$(VENV)/.dev-installed: $(LOCK_DEV) pyproject.toml client/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK_DEV)
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e ./client
 	$(BIN)/pip check || { echo "$(LOCK_DEV) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
 	touch $@ $(VENV)/.runtime-installed
 
@@ -57,13 +59,13 @@ $(LOCK_TOOLS)/.uv-$(UV_VERSION):
 	touch $@
 
 lock: $(LOCK_TOOLS)/.uv-$(UV_VERSION)
-	$(UV_COMPILE) --extra dev $(if $(UPGRADE),$(addprefix --upgrade-package ,$(UPGRADE))) \
+	$(UV_COMPILE) --extra dev --extra client $(if $(UPGRADE),$(addprefix --upgrade-package ,$(UPGRADE))) \
 		--output-file $(LOCK_DEV)
-	$(UV_COMPILE) --constraints $(LOCK_DEV) --output-file $(LOCK_RUNTIME)
+	$(UV_COMPILE) --extra client --constraints $(LOCK_DEV) --output-file $(LOCK_RUNTIME)
 
 upgrade-deps: $(LOCK_TOOLS)/.uv-$(UV_VERSION)
-	$(UV_COMPILE) --extra dev --upgrade --output-file $(LOCK_DEV)
-	$(UV_COMPILE) --constraints $(LOCK_DEV) --output-file $(LOCK_RUNTIME)
+	$(UV_COMPILE) --extra dev --extra client --upgrade --output-file $(LOCK_DEV)
+	$(UV_COMPILE) --extra client --constraints $(LOCK_DEV) --output-file $(LOCK_RUNTIME)
 
 run: $(VENV)/.runtime-installed
 	$(strip $(BIN)/orchestrator serve $(HOST_ARG) $(PORT_ARG))
@@ -74,8 +76,8 @@ test: $(VENV)/.dev-installed lint typecheck imports lint-openapi pytest
 dev: $(VENV)/.dev-installed
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check app tests bench examples
-	$(BIN)/ruff format --check app tests bench examples
+	$(BIN)/ruff check app tests bench examples client
+	$(BIN)/ruff format --check app tests bench examples client
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
@@ -104,6 +106,10 @@ pytest: $(VENV)/.dev-installed
 
 openapi: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.support.openapi_snapshot --write
+
+# The client's models (client/bench_client/models.py), generated from the committed spec.
+client-models: $(VENV)/.dev-installed
+	$(BIN)/python tools/client_models.py --write
 
 # Throughput as ratios to a baseline measured in the same run (the machines are noisy).
 bench: $(VENV)/.dev-installed
