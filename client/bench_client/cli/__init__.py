@@ -1,0 +1,1 @@
+"""``benchctl``, the command line of the Bench Orchestrator (``bench_client.cli.main``)."""
