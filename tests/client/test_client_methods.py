@@ -1,8 +1,10 @@
-"""Every method of bench_client.Client, once, against a real service (``live_api``)."""
+"""Every method of bench_client.Client, once, against a real service on each store: the
+embedded SQLite one and DynamoDB (moto's server, tables of the test's own)."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,10 +28,18 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-@pytest.fixture
-def clients(tmp_path: Path) -> Iterator[dict[str, Client]]:
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def clients(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Client]]:
+    store: dict[str, str] = {}
+    if request.param == "dynamodb":
+        store = {
+            "store": "dynamodb",
+            "dynamodb_endpoint_url": request.getfixturevalue("moto_endpoint"),
+            "create_tables": "true",
+            "table_prefix": f"client-{uuid.uuid4().hex[:8]}-",
+        }
     # Housekeeping often, so that the liveness log shows a transition soon.
-    live_api = start_api(tmp_path / "service", housekeeping_interval_s="0.2")
+    live_api = start_api(tmp_path / "service", housekeeping_interval_s="0.2", **store)
     made = {
         name: Client(live_api.url, live_api.tokens[f"{name.upper()}_TOKEN"], max_retries=2)
         for name in ("admin", "user", "user2", "ci", "agent")
