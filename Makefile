@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# uv, pinned, in a venv of its own: it installs from the locks and makes them.
+UV_VERSION ?= 0.13.9
+LOCK_TOOLS := $(VENV)/lock-tools
+UV := $(LOCK_TOOLS)/bin/uv
 # `make run PORT=8001 HOST=0.0.0.0`: given on make's command line, these win; otherwise
 # ORCH_PORT / ORCH_HOST from the environment apply, else the settings' 127.0.0.1:8000.
 # Only the command line counts: some shells export HOST as the machine's name.
@@ -11,42 +15,38 @@ PORT_ARG = $(if $(filter command line,$(origin PORT)),$(if $(PORT),--port $(PORT
 .PHONY: run dev test lint typecheck imports lint-openapi pytest openapi client-models bench create-tables clean
 
 # Installs come from the hashed lock files (see "Dependencies" in README.md): every
-# package pinned, pip in hash-checking mode; then the project itself, editable, --no-deps.
+# package pinned, in hash-checking mode; then the project and the client, editable, --no-deps.
 # The dev lock is the runtime lock plus the dev extra, at the same versions.
 LOCK_RUNTIME := requirements/runtime.txt
 LOCK_DEV := requirements/dev.txt
 
 # The stamp files make the install step run again only when a lock file or pyproject.toml
-# changes. `pip check` fails the install when pyproject.toml names a runtime dependency
+# changes. The check fails the install when pyproject.toml names a runtime dependency
 # that the lock lacks (run `make lock`; tests/ops/test_lock_files.py checks the dev extra).
+# uv installs (the pinned one that `make lock` uses): the same hash-checked lock as pip
+# would, in seconds rather than a minute or two.
+INSTALL = $(UV) pip install --quiet --python $(BIN)/python
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime-installed: $(LOCK_RUNTIME) pyproject.toml client/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --require-hashes -r $(LOCK_RUNTIME)
-	$(BIN)/pip install --quiet --no-deps -e .
-	$(BIN)/pip install --quiet --no-deps -e ./client
-	$(BIN)/pip check || { echo "$(LOCK_RUNTIME) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
+$(VENV)/.runtime-installed: $(LOCK_RUNTIME) pyproject.toml client/pyproject.toml | $(BIN)/python $(LOCK_TOOLS)/.uv-$(UV_VERSION)
+	$(INSTALL) --require-hashes -r $(LOCK_RUNTIME)
+	$(INSTALL) --no-deps -e . -e ./client
+	$(UV) pip check --quiet --python $(BIN)/python || { echo "$(LOCK_RUNTIME) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
 	touch $@
 
-$(VENV)/.dev-installed: $(LOCK_DEV) pyproject.toml client/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --require-hashes -r $(LOCK_DEV)
-	$(BIN)/pip install --quiet --no-deps -e .
-	$(BIN)/pip install --quiet --no-deps -e ./client
-	$(BIN)/pip check || { echo "$(LOCK_DEV) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
+$(VENV)/.dev-installed: $(LOCK_DEV) pyproject.toml client/pyproject.toml | $(BIN)/python $(LOCK_TOOLS)/.uv-$(UV_VERSION)
+	$(INSTALL) --require-hashes -r $(LOCK_DEV)
+	$(INSTALL) --no-deps -e . -e ./client
+	$(UV) pip check --quiet --python $(BIN)/python || { echo "$(LOCK_DEV) is out of date with pyproject.toml: run make lock" >&2; exit 1; }
 	touch $@ $(VENV)/.runtime-installed
 
-# Regenerating the locks from pyproject.toml, with uv's resolver (uv runs only here, in a
-# venv of its own; installs use pip). The dev lock first; the runtime lock is constrained
+# Regenerating the locks from pyproject.toml, with uv's resolver. The dev lock first; the runtime lock is constrained
 # to it, so the image ships the very versions that `make test` ran against. Resolved for
 # the platform that CI and the image run on, wherever `make lock` runs.
 #   make lock                    add or drop what pyproject.toml changed, keep other pins
 #   make upgrade-deps            every package to its newest allowed version
 #   make lock UPGRADE=fastapi    just that one (space-separate several)
-UV_VERSION ?= 0.13.9
-LOCK_TOOLS := $(VENV)/lock-tools
-UV := $(LOCK_TOOLS)/bin/uv
 LOCK_PLATFORM := --python-version 3.11 --python-platform x86_64-manylinux_2_36
 UV_COMPILE = $(UV) pip compile --quiet --generate-hashes $(LOCK_PLATFORM) \
 	--custom-compile-command 'make lock' pyproject.toml
