@@ -102,7 +102,7 @@ lint-openapi: $(SPECTRAL)
 # tests of one xdist_group on one worker (the replicas they share start once).
 PYTEST_WORKERS ?= auto
 pytest: $(VENV)/.dev-installed
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 openapi: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.support.openapi_snapshot --write
