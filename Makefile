@@ -100,7 +100,9 @@ lint-openapi: $(SPECTRAL)
 # moto's server for the DynamoDB tests is started by the test session itself: with
 # pytest-xdist each worker is a session, with a server of its own. loadgroup keeps the
 # tests of one xdist_group on one worker (the replicas they share start once).
-PYTEST_WORKERS ?= auto
+# One worker more than the cores: much of the suite waits on subprocesses
+# (servers, agents, moto's single thread), and an extra worker keeps the cores busy.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 3 : n + 1 )))
 pytest: $(VENV)/.dev-installed
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
