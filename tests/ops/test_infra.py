@@ -323,7 +323,15 @@ def test_cfn_lint_passes() -> None:
 
 # The suites whose DynamoDB cases run under the trace: between them they make every request
 # the service and the exporter make (test_housekeeping: the ended-reservations query).
-TRACED_SUITES = ("tests/contract", "tests/api/test_housekeeping.py", "tests/feed")
+TRACED_SUITES = (
+    "tests/contract/test_store_contract.py",
+    "tests/contract/test_execution_contract.py",
+    "tests/contract/test_reservation_contract.py",
+    "tests/contract/test_history_retention.py",
+    "tests/contract/dynamodb",
+    "tests/api/test_housekeeping.py",
+    "tests/feed",
+)
 # Their DynamoDB cases, less the ones that repeat requests of a kind already traced many
 # times over (races, random walks, a killed exporter): the same requests, a minute less.
 TRACED_CASES = (
