@@ -4,7 +4,8 @@ bench agent (``bench_client.agent``) and the ``benchctl`` CLI (``bench_client.cl
 from __future__ import annotations
 
 from bench_client.__about__ import VERSION
-from bench_client.client import AsyncClient, Client
+from bench_client.async_client import AsyncClient
+from bench_client.client import Client
 from bench_client.config import ClientConfig, ConfigError, resolve_config
 from bench_client.errors import (
     ApiError,

@@ -1,4 +1,5 @@
-"""``Client`` and ``AsyncClient``: the API's operations as typed methods.
+"""``Client``: the API's operations as typed methods (``AsyncClient``, its twin, is in
+async_client.py).
 
 Both take the same arguments and have the same methods (AsyncClient's are coroutines, and
 its lists are async iterators). Requests, retries and errors are decided once, in
@@ -7,24 +8,22 @@ its lists are async iterators). Requests, retries and errors are decided once, i
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
 import httpx
 
+from bench_client._base import _Base
 from bench_client._core import (
     DEFAULT_PAGE_SIZE,
     Call,
     Outcome,
     Pages,
     Send,
-    Session,
 )
-from bench_client.config import ClientConfig
 from bench_client.errors import PreconditionFailed
 from bench_client.models import (
     BenchOut,
@@ -37,45 +36,10 @@ from bench_client.models import (
     TaskOut,
 )
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["Client"]
 
 T = TypeVar("T")
 M = TypeVar("M")
-
-
-class _Base:
-    def __init__(
-        self,
-        url: str | None,
-        token: str | None,
-        *,
-        profile: str | None,
-        timeout: float,
-        max_retries: int,
-        page_size: int,
-        backoff_base: float,
-        backoff_max: float,
-    ) -> None:
-        self._session = Session(
-            url,
-            token,
-            profile=profile,
-            max_retries=max_retries,
-            page_size=page_size,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-        )
-        self._ops = self._session.ops
-        self._timeout = httpx.Timeout(timeout)
-
-    @property
-    def config(self) -> ClientConfig:
-        """The URL, token and profile this client resolved (see bench_client.config)."""
-        return self._session.config
-
-    @property
-    def url(self) -> str:
-        return self._session.config.url
 
 
 class Client(_Base):
@@ -406,332 +370,4 @@ class Client(_Base):
         return self._run(self._ops.get_task(task_id))
 
     def task_history(self, task_id: str) -> Iterator[HistoryEntryOut]:
-        return self._iterate(self._ops.task_history(task_id))
-
-
-class AsyncClient(_Base):
-    """Client's twin for asyncio: the same arguments and methods, as coroutines; the lists
-    are async iterators (``async for bench in client.list_benches(): ...``)."""
-
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        *,
-        profile: str | None = None,
-        timeout: float = 30.0,
-        max_retries: int = 5,
-        transport: httpx.AsyncBaseTransport | None = None,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        backoff_base: float = 0.25,
-        backoff_max: float = 30.0,
-    ) -> None:
-        super().__init__(
-            url,
-            token,
-            profile=profile,
-            timeout=timeout,
-            max_retries=max_retries,
-            page_size=page_size,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-        )
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            headers=self._session.headers,
-            timeout=self._timeout,
-            transport=transport,
-        )
-
-    # ------------------------------------------------------------------ plumbing
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    aclose = close
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def _run(self, call: Call[T]) -> T:
-        steps = self._session.steps(self._http, call)
-        answer: Outcome = None
-        try:
-            while True:
-                step = steps.send(answer)
-                if isinstance(step, Send):
-                    try:
-                        answer = await self._http.send(step.request)
-                    except httpx.TransportError as exc:
-                        answer = exc
-                else:
-                    await asyncio.sleep(step.seconds)
-                    answer = None
-        except StopIteration as done:
-            return cast(T, done.value)
-
-    async def _iterate(self, pages: Pages[T]) -> AsyncIterator[T]:
-        cursor: str | None = None
-        while True:
-            items, cursor = await self._run(pages.call(cursor))
-            for item in items:
-                yield item
-            if cursor is None:
-                return
-
-    async def update(
-        self,
-        read: Callable[[], Awaitable[M]],
-        change: Callable[[M], Awaitable[M]],
-        *,
-        retry_on_conflict: int = 3,
-    ) -> M:
-        """``await change(await read())``, again on a 412 (see Client.update)."""
-        attempt = 0
-        while True:
-            current = await read()
-            try:
-                return await change(current)
-            except PreconditionFailed:
-                if attempt >= retry_on_conflict:
-                    raise
-                attempt += 1
-
-    # ------------------------------------------------------------------ benches
-
-    async def create_bench(
-        self,
-        bench_id: str,
-        name: str,
-        type: str,
-        *,
-        capabilities: Sequence[str] = (),
-        labels: Mapping[str, str] | None = None,
-        heartbeat_interval_s: int | None = None,
-        concurrency: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> BenchOut:
-        return await self._run(
-            self._ops.create_bench(
-                bench_id,
-                name,
-                type,
-                capabilities=capabilities,
-                labels=labels,
-                heartbeat_interval_s=heartbeat_interval_s,
-                concurrency=concurrency,
-                idempotency_key=idempotency_key,
-            )
-        )
-
-    async def get_bench(self, bench_id: str) -> BenchOut:
-        return await self._run(self._ops.get_bench(bench_id))
-
-    def list_benches(
-        self,
-        *,
-        capabilities: Sequence[str] = (),
-        type: str | None = None,
-        admin_state: str | None = None,
-        status: str | None = None,
-    ) -> AsyncIterator[BenchOut]:
-        return self._iterate(
-            self._ops.list_benches(
-                capabilities=capabilities, type=type, admin_state=admin_state, status=status
-            )
-        )
-
-    async def update_bench(self, bench: BenchOut, **changes: Any) -> BenchOut:
-        return await self._run(self._ops.update_bench(bench, changes))
-
-    async def retire_bench(self, bench: BenchOut) -> BenchOut:
-        return await self._run(self._ops.retire_bench(bench))
-
-    async def post_heartbeat(
-        self, bench_id: str, agent_version: str, details: Mapping[str, Any] | None = None
-    ) -> HeartbeatOut:
-        return await self._run(self._ops.post_heartbeat(bench_id, agent_version, details))
-
-    def bench_history(self, bench_id: str) -> AsyncIterator[HistoryEntryOut]:
-        return self._iterate(self._ops.bench_history(bench_id))
-
-    def bench_liveness(self, bench_id: str) -> AsyncIterator[HistoryEntryOut]:
-        return self._iterate(self._ops.bench_liveness(bench_id))
-
-    def bench_calendar(
-        self, bench_id: str, *, start: datetime | None = None, end: datetime | None = None
-    ) -> AsyncIterator[ReservationOut]:
-        return self._iterate(self._ops.bench_calendar(bench_id, start=start, end=end))
-
-    # ------------------------------------------------------------------ reservations
-
-    async def create_reservation(
-        self,
-        *,
-        start: datetime,
-        end: datetime,
-        bench_id: str | None = None,
-        capabilities: Sequence[str] = (),
-        purpose: str = "",
-        idempotency_key: str | None = None,
-    ) -> ReservationOut:
-        return await self._run(
-            self._ops.create_reservation(
-                start=start,
-                end=end,
-                bench_id=bench_id,
-                capabilities=capabilities,
-                purpose=purpose,
-                idempotency_key=idempotency_key,
-            )
-        )
-
-    async def get_reservation(self, reservation_id: str) -> ReservationOut:
-        return await self._run(self._ops.get_reservation(reservation_id))
-
-    def list_reservations(
-        self,
-        *,
-        user_id: str | None = None,
-        bench_id: str | None = None,
-        status: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> AsyncIterator[ReservationOut]:
-        return self._iterate(
-            self._ops.list_reservations(
-                user_id=user_id, bench_id=bench_id, status=status, start=start, end=end
-            )
-        )
-
-    async def update_reservation(
-        self,
-        reservation: ReservationOut,
-        *,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        purpose: str | None = None,
-    ) -> ReservationOut:
-        return await self._run(
-            self._ops.update_reservation(reservation, start=start, end=end, purpose=purpose)
-        )
-
-    async def cancel_reservation(self, reservation_id: str) -> ReservationOut:
-        return await self._run(self._ops.cancel_reservation(reservation_id))
-
-    async def release_reservation(self, reservation_id: str) -> ReservationOut:
-        return await self._run(self._ops.release_reservation(reservation_id))
-
-    def reservation_history(self, reservation_id: str) -> AsyncIterator[HistoryEntryOut]:
-        return self._iterate(self._ops.reservation_history(reservation_id))
-
-    def reservation_executions(self, reservation_id: str) -> AsyncIterator[ExecutionOut]:
-        return self._iterate(self._ops.reservation_executions(reservation_id))
-
-    async def find_availability(
-        self,
-        duration: timedelta,
-        *,
-        capabilities: Sequence[str] = (),
-        bench_id: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int = 20,
-    ) -> list[FreeWindowOut]:
-        return await self._run(
-            self._ops.find_availability(
-                duration,
-                capabilities=capabilities,
-                bench_id=bench_id,
-                start=start,
-                end=end,
-                limit=limit,
-            )
-        )
-
-    # ------------------------------------------------------------------ executions
-
-    async def create_execution(
-        self,
-        reservation_id: str,
-        commit_sha: str,
-        tasks: Sequence[Mapping[str, Any] | TaskIn],
-        *,
-        pipeline_url: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> ExecutionOut:
-        return await self._run(
-            self._ops.create_execution(
-                reservation_id,
-                commit_sha,
-                tasks,
-                pipeline_url=pipeline_url,
-                metadata=metadata,
-                idempotency_key=idempotency_key,
-            )
-        )
-
-    async def get_execution(self, execution_id: str) -> ExecutionOut:
-        return await self._run(self._ops.get_execution(execution_id))
-
-    def list_executions(
-        self,
-        *,
-        reservation_id: str | None = None,
-        bench_id: str | None = None,
-        status: str | None = None,
-    ) -> AsyncIterator[ExecutionOut]:
-        return self._iterate(
-            self._ops.list_executions(
-                reservation_id=reservation_id, bench_id=bench_id, status=status
-            )
-        )
-
-    async def update_execution(
-        self,
-        execution: ExecutionOut,
-        *,
-        status: str | None = None,
-        artifacts_uri: str | None = None,
-        summary: str | None = None,
-    ) -> ExecutionOut:
-        return await self._run(
-            self._ops.update_execution(
-                execution, status=status, artifacts_uri=artifacts_uri, summary=summary
-            )
-        )
-
-    async def cancel_execution(self, execution_id: str) -> ExecutionOut:
-        return await self._run(self._ops.cancel_execution(execution_id))
-
-    def execution_history(self, execution_id: str) -> AsyncIterator[HistoryEntryOut]:
-        return self._iterate(self._ops.execution_history(execution_id))
-
-    # ------------------------------------------------------------------ tasks
-
-    async def claim_task(self, bench_id: str) -> TaskOut | None:
-        return await self._run(self._ops.claim_task(bench_id))
-
-    async def heartbeat_task(self, task_id: str) -> TaskOut:
-        return await self._run(self._ops.heartbeat_task(task_id))
-
-    async def complete_task(self, task_id: str, result: Mapping[str, Any]) -> TaskOut:
-        return await self._run(self._ops.complete_task(task_id, result))
-
-    async def fail_task(self, task_id: str, error: str, *, retryable: bool) -> TaskOut:
-        return await self._run(self._ops.fail_task(task_id, error, retryable=retryable))
-
-    async def get_task(self, task_id: str) -> TaskOut:
-        return await self._run(self._ops.get_task(task_id))
-
-    def task_history(self, task_id: str) -> AsyncIterator[HistoryEntryOut]:
         return self._iterate(self._ops.task_history(task_id))
