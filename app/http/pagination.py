@@ -95,7 +95,7 @@ class Pager:
         return None if after is None else self.codec.encode(scope, query, after)
 
 
-def _pager(
+async def _pager(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,

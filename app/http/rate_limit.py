@@ -42,7 +42,7 @@ class RateLimiter:
         return (1 - bucket.tokens) / self._rate
 
 
-def _rate_limited(request: Request, principal: PrincipalDep) -> None:
+async def _rate_limited(request: Request, principal: PrincipalDep) -> None:
     limiter = http_state(request).rate_limiter
     wait = limiter.retry_after(principal.subject, time.monotonic())
     if wait > 0:

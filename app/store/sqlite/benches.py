@@ -84,6 +84,9 @@ _COLUMNS = (
     " WHERE bench_capabilities.bench_id = benches.bench_id) AS capabilities"
 )
 
+# RETURNING takes no "benches.*" wildcard.
+_RETURNING = _COLUMNS.replace("benches.*", "*", 1)
+
 BENCHES: Table[Bench] = Table(
     "benches",
     "bench_id",
@@ -146,11 +149,13 @@ class SqliteBenchRepository:
 
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
         # Not a versioned write: only the heartbeat columns, no version, no history. A
-        # retired bench is left as it is, in the same statement.
-        async with self._db.write() as connection:
-            cursor = await connection.execute(
+        # retired bench is left as it is, in the same statement, which also returns the
+        # bench: one round trip, the hottest path there is.
+        async with self._db.statement() as connection:
+            rows = await connection.execute_fetchall(
                 "UPDATE benches SET last_heartbeat_at = ?, agent_version = ?,"
-                " heartbeat_details = ? WHERE bench_id = ? AND admin_state != ?",
+                " heartbeat_details = ? WHERE bench_id = ? AND admin_state != ?"
+                f" RETURNING {_RETURNING}",
                 (
                     to_iso(heartbeat.at),
                     heartbeat.agent_version,
@@ -159,12 +164,12 @@ class SqliteBenchRepository:
                     AdminState.RETIRED.value,
                 ),
             )
+            if rows:
+                return _bench_from_row(next(iter(rows)))
             bench = await BENCHES.read(connection, bench_id)
-            if bench is None:
-                raise ItemNotFound(bench_id)
-            if cursor.rowcount == 0:
-                raise BenchRetired(bench)
-        return bench
+        if bench is None:
+            raise ItemNotFound(bench_id)
+        raise BenchRetired(bench)
 
     async def find(self, query: BenchQuery, limit: int, after: str | None) -> Page[Bench]:
         clauses: list[str] = []

@@ -70,6 +70,16 @@ class SqliteDatabase:
                 await self._connection.commit()
 
     @asynccontextmanager
+    async def statement(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One statement on its own, which SQLite makes atomic without BEGIN/COMMIT: a
+        single round trip where a transaction would take three more."""
+        async with self._lock:
+            try:
+                yield self._connection
+            except sqlite3.OperationalError as error:
+                raise StoreUnavailable(str(error)) from error
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             yield self._connection
