@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.executions.domain import Execution, Task, TaskStatus
+from app.benches.domain import MAX_CONCURRENCY
+from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,32 @@ def next_task(runs: Sequence[OpenRun], concurrency: int) -> NextTask | None:
         return None
     (execution, task), *others = claimable
     return NextTask(execution, task, tuple(other for _, other in others))
+
+
+# Every run that holds a lease is among the first MAX_CONCURRENCY unfinished runs of its
+# reservation: it started within the first ``concurrency`` of them (never more than
+# MAX_CONCURRENCY), and a run only moves up as earlier ones finish. A claim reads that
+# many open runs, not every queued one: its cost does not grow with the queue.
+OPEN_RUNS_READ = MAX_CONCURRENCY
+
+
+def runs_to_read(
+    executions: Sequence[Execution], concurrency: int, *, claimable: bool
+) -> list[Execution]:
+    """Of a reservation's open executions in creation order, those whose tasks a claim
+    must read: every running one (its leases count), and while the reservation hands
+    out work, the first ``concurrency`` unfinished ones (only they may start). The
+    queued runs behind those can neither start nor hold a lease."""
+    wanted: list[Execution] = []
+    unfinished = 0
+    for execution in sorted(executions, key=execution_order):
+        if execution.status.is_terminal:
+            continue
+        may_start = claimable and unfinished < concurrency
+        unfinished += 1
+        if may_start or execution.status is ExecutionStatus.RUNNING:
+            wanted.append(execution)
+    return wanted
 
 
 def execution_order(execution: Execution) -> tuple[datetime, str]:

@@ -33,7 +33,7 @@ from app.executions.domain import (
     timed_out,
     transition,
 )
-from app.executions.ordering import OpenRun, next_task
+from app.executions.ordering import OPEN_RUNS_READ, OpenRun, next_task, runs_to_read
 from app.history.domain import HistoryEntry
 from app.identity import Actor
 from app.ids import sortable_uuid
@@ -274,13 +274,13 @@ class ExecutionService:
                 raise NotFound(f"bench {bench_id!r} does not exist")
             reservations = await self._reservations_reaching(bench_id, now)
             active = [r for r in reservations if r.status(now) is ReservationStatus.ACTIVE]
-            runs = await self._open_runs(active, claimable=True)
+            runs = await self._open_runs(active, bench.concurrency, claimable=True)
             decision = next_task(runs, bench.concurrency)
             ended = [r for r in reservations if r not in active]
             if decision is not None and ended:
                 # Runs of reservations that have ended hand out nothing, but the leases
                 # they still hold count against the bench: read them only when it matters.
-                runs += await self._open_runs(ended, claimable=False)
+                runs += await self._open_runs(ended, bench.concurrency, claimable=False)
                 decision = next_task(runs, bench.concurrency)
             if decision is None:
                 return None
@@ -316,19 +316,15 @@ class ExecutionService:
             after = page.next_after
 
     async def _open_runs(
-        self, reservations: Sequence[Reservation], *, claimable: bool
+        self, reservations: Sequence[Reservation], concurrency: int, *, claimable: bool
     ) -> list[OpenRun]:
-        """The queued and running executions of these reservations, with their tasks."""
+        """The runs of these reservations that a claim decides on (``runs_to_read``), with
+        their tasks: one page of open executions per reservation, however long its queue."""
         executions: list[Execution] = []
         for reservation in reservations:
             query = ExecutionQuery(reservation_id=reservation.reservation_id, open_only=True)
-            after: str | None = None
-            while True:
-                page = await self._store.executions.find(query, 100, after)
-                executions += page.items
-                if page.next_after is None:
-                    break
-                after = page.next_after
+            page = await self._store.executions.find(query, OPEN_RUNS_READ, None)
+            executions += runs_to_read(page.items, concurrency, claimable=claimable)
         wanted = [task_id for execution in executions for task_id in execution.task_ids]
         tasks = {task.task_id: task for task in await self._store.executions.get_tasks(wanted)}
         return [

@@ -22,7 +22,7 @@ from app.executions.domain import (
     new_execution,
     transition,
 )
-from app.executions.ordering import OpenRun, next_task
+from app.executions.ordering import OPEN_RUNS_READ, OpenRun, next_task, runs_to_read
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -182,3 +182,23 @@ def test_a_heartbeat_after_completion_names_the_allowed_transitions() -> None:
     with pytest.raises(Conflict) as conflict:
         extend(done, "agent", NOW, LEASE)
     assert conflict.value.extensions == {"current_status": "succeeded", "allowed_transitions": []}
+
+
+def test_a_claim_reads_the_running_runs_and_the_first_concurrency_queued_ones() -> None:
+    runs = [make(n) for n in range(6)]
+    executions = [run.execution for run in runs]
+    # Run 4 started while the bench ran more at once (concurrency lowered since).
+    executions[4] = transition(executions[4], ExecutionStatus.RUNNING, NOW)
+    executions[0] = transition(executions[0], ExecutionStatus.RUNNING, NOW)
+    executions[1] = transition(executions[1], ExecutionStatus.CANCELLED, NOW)
+    shuffled = [executions[n] for n in (5, 3, 1, 4, 0, 2)]
+    read = runs_to_read(shuffled, 2, claimable=True)
+    # e1 is over; e0 and e2 are the first two unfinished; e4 holds a lease; e3, e5 wait.
+    assert [e.execution_id for e in read] == ["e0", "e2", "e4"]
+    # A reservation that has ended hands out nothing: only the leases count.
+    assert [e.execution_id for e in runs_to_read(shuffled, 2, claimable=False)] == ["e0", "e4"]
+
+
+def test_what_a_claim_reads_does_not_grow_with_the_queue() -> None:
+    queue = [make(n, tasks=1).execution for n in range(OPEN_RUNS_READ + 50)]
+    assert [e.execution_id for e in runs_to_read(queue, 1, claimable=True)] == ["e0"]

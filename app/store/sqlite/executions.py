@@ -165,9 +165,15 @@ class SqliteExecutionRepository:
             return await _TASKS.read(connection, task_id)
 
     async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        """In one query per 500 ids (SQLite's host-parameter limit is far above that)."""
+        found: list[Task] = []
         async with self._db.read() as connection:
-            found = [await _TASKS.read(connection, task_id) for task_id in task_ids]
-        return [task for task in found if task is not None]
+            for first in range(0, len(task_ids), 500):
+                chunk = list(task_ids[first : first + 500])
+                marks = ", ".join("?" * len(chunk))
+                found += await _TASKS.select(connection, f"task_id IN ({marks})", chunk)
+        order = {task_id: n for n, task_id in enumerate(task_ids)}
+        return sorted(found, key=lambda task: order[task.task_id])
 
     async def find(self, query: ExecutionQuery, limit: int, after: str | None) -> Page[Execution]:
         clauses: list[str] = []
