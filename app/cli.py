@@ -73,7 +73,7 @@ def _keep_cursor_secret(path: Path) -> bool:
     return True
 
 
-def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int) -> int:
+def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int, workers: int = 1) -> int:
     """Serve until SIGTERM or SIGINT, then stop gracefully and exit with status 0.
 
     The listening socket is bound first: when the port is taken, one line on stderr says so
@@ -128,18 +128,24 @@ def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int) -> int:
             f'curl -H "Authorization: Bearer $ADMIN_TOKEN" {base}/v1/benches'
         )
     sys.stdout.flush()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            "app.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=graceful_timeout_s,
-        )
+    config = uvicorn.Config(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_timeout_s,
+        workers=workers,
     )
-    server.run(sockets=[listener])
+    if workers > 1:
+        # Worker processes accept on the one socket; on SIGTERM the supervisor passes the
+        # signal on and each worker drains as a single server would (docs/operations.md).
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[listener]).run()
+        return 0
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 
@@ -219,6 +225,13 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=GRACEFUL_TIMEOUT_S,
         help="seconds requests in flight get to finish after SIGTERM (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes serving the one port (default: %(default)s; see docs/operations.md)",
     )
     commands.add_parser("create-tables", help="create the DynamoDB tables (idempotent)")
     commands.add_parser("dev-tokens", help="make a development tokens file if none exists")
@@ -261,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     settings = Settings().model_copy(update=overrides)
     if args.command == "serve":
-        return _serve(settings, args.fd, args.graceful_timeout)
+        return _serve(settings, args.fd, args.graceful_timeout, args.workers)
     if args.command == "create-tables":
         return _create_tables(settings)
     if args.command == "housekeeping":

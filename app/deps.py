@@ -33,12 +33,17 @@ def execution_service(store: Store, clock: Clock, settings: Settings) -> Executi
 
 
 # FastAPI runs plain ``def`` dependencies in a worker thread: these are ``async def``
-# so that building a service costs no thread hop.
+# so that building a service costs no thread hop. The services read the state from the
+# request themselves: every dependency is a node FastAPI resolves on each request.
+
+
+def _state_of(request: Request) -> AppState:
+    state: AppState = getattr(request.app.state, STATE_ATTRIBUTE)
+    return state
 
 
 async def get_state(request: Request) -> AppState:
-    state: AppState = getattr(request.app.state, STATE_ATTRIBUTE)
-    return state
+    return _state_of(request)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -48,15 +53,18 @@ async def get_actor(principal: PrincipalDep) -> Actor:
     return Actor(principal=principal, request_id=request_id_var.get())
 
 
-async def _bench_service(state: StateDep) -> BenchService:
+async def _bench_service(request: Request) -> BenchService:
+    state = _state_of(request)
     return bench_service(state.store, state.clock)
 
 
-async def _reservation_service(state: StateDep) -> ReservationService:
+async def _reservation_service(request: Request) -> ReservationService:
+    state = _state_of(request)
     return reservation_service(state.store, state.clock, state.settings)
 
 
-async def _execution_service(state: StateDep) -> ExecutionService:
+async def _execution_service(request: Request) -> ExecutionService:
+    state = _state_of(request)
     return execution_service(state.store, state.clock, state.settings)
 
 

@@ -16,7 +16,16 @@ def resource_response(
     headers = {"ETag": etag_for(version)}
     if location is not None:
         headers["Location"] = location
-    return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)
+    # pydantic writes the JSON itself: no dict of Python values for json.dumps to walk.
+    return _JsonBytes(body.model_dump_json().encode(), status_code=status_code, headers=headers)
+
+
+class _JsonBytes(JSONResponse):
+    """A JSON response whose body is already encoded."""
+
+    def render(self, content: object) -> bytes:
+        assert isinstance(content, bytes)
+        return content
 
 
 def created_response(

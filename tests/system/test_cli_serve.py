@@ -307,3 +307,43 @@ def group_alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _children(pid: int) -> set[int]:
+    return {int(n) for n in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _workers_serving(pid: int) -> set[int]:
+    """The worker processes of ``pid`` that hold a listening socket (not a helper)."""
+    return {
+        child
+        for child in _children(pid)
+        if "--multiprocessing-fork" in Path(f"/proc/{child}/cmdline").read_text()
+    }
+
+
+def test_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    with serve(tmp_path, tmp_path / "logs", "--workers", "2", ORCH_PORT=str(port)) as served:
+        url = served.wait_for_banner()
+        token = dev_tokens(tmp_path)["ADMIN_TOKEN"]
+        deadline = time.monotonic() + DEADLINE_S
+        while len(workers := _workers_serving(served.process.pid)) < 2:
+            assert time.monotonic() < deadline, served.output()
+            time.sleep(0.02)
+        # Every request is answered, whichever worker accepts it; both share one store.
+        created = httpx.post(
+            f"{url}/v1/benches",
+            json={"bench_id": "rig-w", "name": "w", "type": "hil"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=DEADLINE_S,
+        )
+        assert created.status_code == 201, created.text
+        for _ in range(20):
+            with httpx.Client(timeout=DEADLINE_S) as fresh:  # a new connection each time
+                read = fresh.get(
+                    f"{url}/v1/benches/rig-w", headers={"Authorization": f"Bearer {token}"}
+                )
+            assert read.status_code == 200
+        assert served.stop() == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
