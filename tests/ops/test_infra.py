@@ -324,9 +324,7 @@ def test_cfn_lint_passes() -> None:
 # The suites whose DynamoDB cases run under the trace: between them they make every request
 # the service and the exporter make (test_housekeeping: the ended-reservations query).
 TRACED_SUITES = (
-    "tests/contract/test_store_contract.py",
-    "tests/contract/test_execution_contract.py",
-    "tests/contract/test_reservation_contract.py",
+    "tests/api/test_round_trips.py",  # every API request kind, once each
     "tests/contract/test_history_retention.py",
     "tests/contract/dynamodb",
     "tests/api/test_housekeeping.py",
