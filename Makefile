@@ -113,9 +113,14 @@ openapi: $(VENV)/.dev-installed
 client-models: $(VENV)/.dev-installed
 	$(BIN)/python tools/client_models.py --write
 
-# Throughput as ratios to a baseline measured in the same run (the machines are noisy).
+# The service against its floor app, per scenario and store, growth and memory, as
+# ratios measured in the same run (the machines are noisy); writes docs/performance.md.
+# wrk is the load generator: installed from Debian's packages when it is missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 bench: $(VENV)/.dev-installed
-	$(BIN)/python -m bench.run_all
+	@command -v wrk >/dev/null 2>&1 || $(SUDO) apt-get install -y -q wrk >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q wrk >/dev/null; }
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 create-tables: $(VENV)/.runtime-installed
 	$(BIN)/orchestrator create-tables
