@@ -33,7 +33,7 @@ ADMIN_TOKEN = "bench-admin"
 AGENT_TOKEN = "bench-agent"
 # Benches, and tasks queued per claim bench: moto serves one request at a time, so the
 # DynamoDB lab is smaller (still 20 benches per capability: a full page of the listing).
-LAB_SIZE = {"sqlite": (200, 2000), "dynamodb": (60, 200)}
+LAB_SIZE = {"sqlite": (200, 2000), "dynamodb": (60, 60)}
 # Tasks per run: a run is created in one transaction (2 items per task); moto answers
 # transactions of ~100 items slowly enough to time out under load.
 RUN_TASKS = 20
