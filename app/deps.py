@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from app.benches.service import BenchService
 from app.clock import Clock
 from app.executions.service import ExecutionService
-from app.http.auth import PrincipalDep
+from app.http.auth import current_principal
 from app.http.state import STATE_ATTRIBUTE
 from app.identity import Actor
 from app.logs import request_id_var
@@ -49,8 +49,8 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_actor(principal: PrincipalDep) -> Actor:
-    return Actor(principal=principal, request_id=request_id_var.get())
+async def get_actor(request: Request) -> Actor:
+    return Actor(principal=await current_principal(request), request_id=request_id_var.get())
 
 
 async def _bench_service(request: Request) -> BenchService:

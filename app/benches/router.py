@@ -24,10 +24,9 @@ from app.history.schemas import HistoryEntryOut, history_page
 from app.http.etag import IfMatchDep, IfNoneMatchHeader
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep, render_page
-from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 
-router = APIRouter(prefix="/v1/benches", tags=["benches"], dependencies=[RATE_LIMITED])
+router = APIRouter(prefix="/v1/benches", tags=["benches"])
 
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
 

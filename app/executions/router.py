@@ -25,10 +25,9 @@ from app.history.schemas import HistoryEntryOut, history_page
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep, render_page
-from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 
-router = APIRouter(tags=["executions"], dependencies=[RATE_LIMITED])
+router = APIRouter(tags=["executions"])
 
 IdPath = Annotated[str, Path(min_length=1, max_length=80)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]

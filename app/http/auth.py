@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 
 from app.http.exceptions import ProblemException
 from app.http.jwks import JwksUnavailable
 from app.http.jwt_bearer import InvalidJwt, JwtVerifier, looks_like_jwt
+from app.http.rate_limit import refuse_if_limited
 from app.http.state import http_state
 from app.http.token_file import Ticker, TokenFile, TokenRecord, token_digest
 from app.identity import Principal, Role
@@ -95,36 +95,42 @@ def _unauthorized(detail: str, *, error: str | None = None) -> ProblemException:
     return ProblemException(401, detail, headers={"WWW-Authenticate": challenge})
 
 
-# Declares the bearer scheme in the OpenAPI document (the console's "Authorize" button);
-# the header is read below, so that every refusal is this service's own 401 Problem.
-_BEARER = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearer",
-    description="A token from the tokens file, or a JWT of a trusted issuer",
-)
+# Where a request keeps the caller once authenticated: every dependency that asks for
+# the caller (role check, actor) gets it from there.
+_PRINCIPAL_SCOPE_KEY = "orch.principal"
 
 
-async def current_principal(
-    request: Request,
-    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
-) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    """The authenticated caller, rate-limited once per request.
+
+    One dependency node, not a tree: FastAPI resolves every node of a route's tree on
+    every request, and authentication sits on every /v1 route. The OpenAPI document
+    declares the bearer scheme for them (``openapi.py``)."""
+    known: Principal | None = request.scope.get(_PRINCIPAL_SCOPE_KEY)
+    if known is not None:
+        return known
     header = request.headers.get("authorization")
     if header is None:
         raise _unauthorized("send Authorization: Bearer <token>")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-    return await http_state(request).tokens.authenticate(token.strip())
+    state = http_state(request)
+    principal = await state.tokens.authenticate(token.strip())
+    refuse_if_limited(state.rate_limiter, principal.subject)
+    request.scope[_PRINCIPAL_SCOPE_KEY] = principal
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+def require_roles(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that admits only the given roles (403 for the others)."""
     allowed = frozenset(roles)
 
-    async def check(principal: PrincipalDep) -> Principal:
+    async def check(request: Request) -> Principal:
+        principal = await current_principal(request)
         if principal.role not in allowed:
             raise ProblemException(
                 403,

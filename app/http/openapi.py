@@ -134,6 +134,16 @@ def _is_versioned(response: dict[str, Any], schemas: dict[str, dict[str, Any]]) 
     return "version" in schema.get("properties", {})
 
 
+# Every operation under /v1 authenticates (``auth.current_principal``, in each route's
+# role check; the authorization matrix test sends every one without a token).
+AUTHENTICATED_PREFIX = "/v1/"
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A token from the tokens file, or a JWT of a trusted issuer",
+}
+
+
 def install_openapi(app: FastAPI, *, description: str) -> None:
     """Post-process FastAPI's document once, when it is first asked for."""
     build: Callable[[], dict[str, Any]] = app.openapi
@@ -148,8 +158,11 @@ def install_openapi(app: FastAPI, *, description: str) -> None:
             document["tags"] = TAGS
             components = document.setdefault("components", {})
             components.setdefault("schemas", {}).update(_problem_schemas())
-            for item in document["paths"].values():
+            components["securitySchemes"] = {"bearer": BEARER_SCHEME}
+            for path, item in document["paths"].items():
                 for method, operation in item.items():
+                    if path.startswith(AUTHENTICATED_PREFIX):
+                        operation["security"] = [{"bearer": []}]
                     _document_operation(method, operation, components["schemas"])
             # FastAPI's validation error shapes: every 422 here is a Problem.
             for unused in ("HTTPValidationError", "ValidationError"):

@@ -10,11 +10,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from fastapi import Depends, Request
-
-from app.http.auth import PrincipalDep
 from app.http.exceptions import ProblemException
-from app.http.state import http_state
 
 
 @dataclass(slots=True)
@@ -42,16 +38,12 @@ class RateLimiter:
         return (1 - bucket.tokens) / self._rate
 
 
-async def _rate_limited(request: Request, principal: PrincipalDep) -> None:
-    limiter = http_state(request).rate_limiter
-    wait = limiter.retry_after(principal.subject, time.monotonic())
+def refuse_if_limited(limiter: RateLimiter, subject: str) -> None:
+    """A 429 ProblemException when ``subject`` has used up its bucket."""
+    wait = limiter.retry_after(subject, time.monotonic())
     if wait > 0:
         raise ProblemException(
             429,
-            f"too many requests from {principal.subject!r}; slow down",
+            f"too many requests from {subject!r}; slow down",
             headers={"Retry-After": str(math.ceil(wait))},
         )
-
-
-# Every /v1 router lists this among its dependencies.
-RATE_LIMITED = Depends(_rate_limited)

@@ -17,7 +17,6 @@ from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.limits import QueryDuration, QueryInstant
 from app.http.pagination import PageOut, PagerDep, render_page
-from app.http.rate_limit import RATE_LIMITED
 from app.http.responses import conditional_get, created_response, resource_response
 from app.reservations.auth import Booker, Holder, Reader
 from app.reservations.domain import ReservationStatus, Window
@@ -30,7 +29,7 @@ from app.reservations.schemas import (
 )
 from app.reservations.service import BookingRequest
 
-router = APIRouter(tags=["reservations"], dependencies=[RATE_LIMITED])
+router = APIRouter(tags=["reservations"])
 
 ReservationIdPath = Annotated[str, Path(max_length=64)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
