@@ -102,7 +102,9 @@ class SqliteFloor:
         await connection.executescript(_SQLITE_SCHEMA)
         return cls(connection)
 
-    async def seed(self, benches: int, history: int, tasks_per_bench: int) -> None:
+    async def seed(
+        self, benches: int, history: int, claim_benches: int, tasks_per_bench: int
+    ) -> None:
         await self._db.execute("BEGIN")
         for n in range(benches):
             doc = bench_doc(n)
@@ -124,7 +126,7 @@ class SqliteFloor:
             "INSERT OR REPLACE INTO tasks VALUES (?, ?, 'ready')",
             [
                 (f"c-{b:04d}.{t:06d}", f"c-{b:04d}")
-                for b in range(32)
+                for b in range(claim_benches)
                 for t in range(tasks_per_bench)
             ],
         )
@@ -257,7 +259,9 @@ class DynamoFloor:
                 raise
         return cls(client, table)
 
-    async def seed(self, benches: int, history: int, tasks_per_bench: int) -> None:
+    async def seed(
+        self, benches: int, history: int, claim_benches: int, tasks_per_bench: int
+    ) -> None:
         items: list[dict[str, Any]] = []
         for n in range(benches):
             doc = bench_doc(n)
@@ -265,7 +269,7 @@ class DynamoFloor:
             items.append(_item(f"cap#{doc['capabilities'][0]}", doc["bench_id"], doc))
         for version in range(history):
             items.append(_item("hist#b-0000", f"{version:09d}", {"version": version}))
-        for bench in range(32):
+        for bench in range(claim_benches):
             for task in range(tasks_per_bench):
                 items.append(_item(f"ready#c-{bench:04d}", f"{task:06d}", {}))
         for first in range(0, len(items), 25):
@@ -447,13 +451,14 @@ def create_app() -> FastAPI:
     benches = int(os.environ.get("FLOOR_BENCHES", "200"))
     history = int(os.environ.get("FLOOR_HISTORY", "50"))
     tasks = int(os.environ.get("FLOOR_TASKS_PER_BENCH", "2000"))
+    claim_benches = int(os.environ.get("FLOOR_CLAIM_BENCHES", "32"))
     holder: dict[str, FloorStore] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if store_kind == "sqlite":
             sqlite = await SqliteFloor.open(os.environ["FLOOR_SQLITE_PATH"])
-            await sqlite.seed(benches, history, tasks)
+            await sqlite.seed(benches, history, claim_benches, tasks)
             holder["store"] = sqlite
             yield
             await sqlite.close()
@@ -465,7 +470,7 @@ def create_app() -> FastAPI:
             "dynamodb", endpoint_url=os.environ["FLOOR_DYNAMODB_ENDPOINT"]
         ) as client:
             dynamo = await DynamoFloor.open(client, os.environ.get("FLOOR_TABLE", "floor"))
-            await dynamo.seed(benches, history, tasks)
+            await dynamo.seed(benches, history, claim_benches, tasks)
             holder["store"] = dynamo
             yield
 

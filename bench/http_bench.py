@@ -31,13 +31,23 @@ from bench.harness import Server, WrkResult, floor_command, run_wrk, service_com
 
 ADMIN_TOKEN = "bench-admin"
 AGENT_TOKEN = "bench-agent"
-# Benches, and tasks queued per claim bench: moto serves one request at a time, so the
-# DynamoDB lab is smaller (still 20 benches per capability: a full page of the listing).
-LAB_SIZE = {"sqlite": (200, 2000), "dynamodb": (60, 60)}
+
+
+@dataclass(frozen=True)
+class Lab:
+    benches: int
+    claim_benches: int  # even: the two wrk threads take alternate benches
+    tasks_per_claim_bench: int
+
+
+# moto serves one request at a time and copies every table on each transaction (its
+# rollback), so the DynamoDB lab is smaller; still 20 benches per capability: a full
+# page of the listing.
+LABS = {"sqlite": Lab(200, 32, 2000), "dynamodb": Lab(60, 8, 60)}
 # Tasks per run: a run is created in one transaction (2 items per task); moto answers
 # transactions of ~100 items slowly enough to time out under load.
 RUN_TASKS = 20
-CLAIM_BENCHES = 32  # even: the two wrk threads take alternate benches
+MAX_CLAIM_BENCHES = 32
 HISTORY = 50
 CONNECTIONS = 32
 TAIL_CONNECTIONS = 64
@@ -123,7 +133,7 @@ def write_tokens(folder: Path) -> Path:
             "bench_id": "b-0000",
         },
     ]
-    for n in range(CLAIM_BENCHES):
+    for n in range(MAX_CLAIM_BENCHES):
         name = f"c-{n:04d}"
         records.append(
             {
@@ -148,7 +158,7 @@ def _day_window(now: datetime) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def seed_service(url: str, benches: int, tasks_per_bench: int) -> None:
+def seed_service(url: str, lab: Lab) -> None:
     """The service's lab, through its own API: what the floor's ``seed`` puts in its tables."""
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     now = datetime.now(UTC)
@@ -161,7 +171,7 @@ def seed_service(url: str, benches: int, tasks_per_bench: int) -> None:
                 )
             return answer
 
-        for n in range(benches):
+        for n in range(lab.benches):
             doc = bench_doc(n)
             ok(
                 http.post(
@@ -196,7 +206,7 @@ def seed_service(url: str, benches: int, tasks_per_bench: int) -> None:
                 )
             )
         # Claim benches: each with a reservation under way and runs of RUN_TASKS queued.
-        for n in range(CLAIM_BENCHES):
+        for n in range(lab.claim_benches):
             name = f"c-{n:04d}"
             ok(http.post("/v1/benches", json={"bench_id": name, "name": name, "type": "hil"}))
             reservation = ok(
@@ -209,7 +219,7 @@ def seed_service(url: str, benches: int, tasks_per_bench: int) -> None:
                     },
                 )
             ).json()
-            for _ in range(max(1, tasks_per_bench // RUN_TASKS)):
+            for _ in range(max(1, lab.tasks_per_claim_bench // RUN_TASKS)):
                 ok(
                     http.post(
                         "/v1/executions",
@@ -222,7 +232,7 @@ def seed_service(url: str, benches: int, tasks_per_bench: int) -> None:
                 )
 
 
-def _env_for(scenario: Scenario, run: int, etag: str, benches: int) -> dict[str, str]:
+def _env_for(scenario: Scenario, run: int, etag: str, lab: Lab) -> dict[str, str]:
     now = datetime.now(UTC)
     day, day_end = _day_window(now)
     # Each run books its own stretch of the future, so no run finds the last one's windows.
@@ -231,8 +241,8 @@ def _env_for(scenario: Scenario, run: int, etag: str, benches: int) -> dict[str,
         "BENCH_ADMIN_TOKEN": ADMIN_TOKEN,
         "BENCH_AGENT_TOKEN": AGENT_TOKEN,
         "BENCH_BENCH_ID": scenario.bench_id,
-        "BENCH_BENCHES": str(benches),
-        "BENCH_CLAIM_BENCHES": str(CLAIM_BENCHES),
+        "BENCH_BENCHES": str(lab.benches),
+        "BENCH_CLAIM_BENCHES": str(lab.claim_benches),
         "BENCH_ETAG": etag,
         "BENCH_CAPABILITY": CAPABILITIES[0],
         "BENCH_FROM": _iso(day),
@@ -258,7 +268,7 @@ def _checked(scenario: Scenario, result: WrkResult, who: str) -> WrkResult:
 
 
 def measure(
-    service: Server, floor: Server, scenarios: tuple[Scenario, ...], seconds: float, benches: int
+    service: Server, floor: Server, scenarios: tuple[Scenario, ...], seconds: float, lab: Lab
 ) -> Iterator[Outcome]:
     service_etag, floor_etag = _etag(service), _etag(floor)
     for scenario in scenarios:
@@ -266,7 +276,7 @@ def measure(
         connections = 50 if scenario.name == "book_one_bench" else CONNECTIONS
         for run, who in enumerate(ORDER):
             server, etag = (service, service_etag) if who == "A" else (floor, floor_etag)
-            env = _env_for(scenario, run, etag, benches)
+            env = _env_for(scenario, run, etag, lab)
             result = run_wrk(server.url, scenario.name, connections, seconds, env)
             runs[who].append(_checked(scenario, result, "service" if who == "A" else "floor"))
         tail = run_wrk(
@@ -274,7 +284,7 @@ def measure(
             scenario.name,
             TAIL_CONNECTIONS,
             seconds,
-            _env_for(scenario, 9, service_etag, benches),
+            _env_for(scenario, 9, service_etag, lab),
         )
         outcome = Outcome(scenario, runs["A"], runs["B"], _checked(scenario, tail, "service"))
         print(
@@ -291,7 +301,7 @@ def measure(
 def servers(
     store: str, folder: Path, dynamodb_endpoint: str | None
 ) -> Iterator[tuple[Server, Server]]:
-    benches, tasks_per_bench = LAB_SIZE[store]
+    lab = LABS[store]
     tokens = write_tokens(folder)
     service_env = {
         "ORCH_STORE": store,
@@ -303,9 +313,10 @@ def servers(
     }
     floor_env = {
         "FLOOR_STORE": store,
-        "FLOOR_BENCHES": str(benches),
+        "FLOOR_BENCHES": str(lab.benches),
+        "FLOOR_CLAIM_BENCHES": str(lab.claim_benches),
         "FLOOR_HISTORY": str(HISTORY),
-        "FLOOR_TASKS_PER_BENCH": str(tasks_per_bench),
+        "FLOOR_TASKS_PER_BENCH": str(lab.tasks_per_claim_bench),
     }
     if store == "sqlite":
         service_env["ORCH_SQLITE_PATH"] = str(folder / "service.db")
@@ -326,7 +337,7 @@ def servers(
             serving(service_command(), service_env, folder / "service.log", "/readyz")
         )
         started = time.monotonic()
-        seed_service(service.url, benches, tasks_per_bench)
+        seed_service(service.url, lab)
         print(f"  seeded the service in {time.monotonic() - started:.1f} s", flush=True)
         floor = stack.enter_context(
             serving(floor_command(), floor_env, folder / "floor.log", "/v1/benches/b-0000")
@@ -342,7 +353,7 @@ def run(
         tempfile.TemporaryDirectory(prefix=f"bench-{store}-") as name,
         servers(store, Path(name), dynamodb_endpoint) as (service, floor),
     ):
-        return list(measure(service, floor, chosen, seconds, LAB_SIZE[store][0]))
+        return list(measure(service, floor, chosen, seconds, LABS[store]))
 
 
 def main() -> None:
