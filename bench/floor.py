@@ -34,6 +34,8 @@ from botocore.exceptions import ClientError
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from app.store.dynamodb.store import CLIENT_CONFIG
+
 CAPABILITIES = ("can", "lin", "jtag")
 
 
@@ -231,12 +233,32 @@ def _item(pk: str, sk: str, doc: dict[str, Any]) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}, "doc": {"S": json.dumps(doc)}}
 
 
+class _AsTheServiceAsks:
+    """Sends every data request as the service's adapter does, with
+    ``ReturnConsumedCapacity`` (its meter), so that moto does the same work for both."""
+
+    _DATA = frozenset({"get_item", "update_item", "query", "transact_write_items"})
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if name not in self._DATA:
+            return method
+
+        async def metered(**params: Any) -> Any:
+            return await method(ReturnConsumedCapacity="TOTAL", **params)
+
+        return metered
+
+
 class DynamoFloor:
     """One table, partition key ``pk`` and sort key ``sk``: every read is a GetItem or a
     Query, every write one UpdateItem or one TransactWriteItems."""
 
     def __init__(self, client: Any, table: str) -> None:
-        self._client = client
+        self._client = _AsTheServiceAsks(client)
         self._table = table
 
     @classmethod
@@ -253,6 +275,8 @@ class DynamoFloor:
                     {"AttributeName": "sk", "AttributeType": "S"},
                 ],
                 BillingMode="PAY_PER_REQUEST",
+                # As the service's tables have: its change feed reads their streams.
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
             )
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceInUseException":
@@ -300,6 +324,7 @@ class DynamoFloor:
             TableName=self._table,
             Key={"pk": {"S": f"bench#{bench_id}"}, "sk": {"S": "-"}},
             UpdateExpression="SET last_heartbeat_at = :at, agent_version = :v",
+            ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues={":at": {"S": at}, ":v": {"S": version}},
             ReturnValues="ALL_NEW",
         )
@@ -466,8 +491,9 @@ def create_app() -> FastAPI:
         session = aioboto3.Session(
             aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1"
         )
+        # The service's own client settings: the floor differs only in what it does.
         async with session.client(
-            "dynamodb", endpoint_url=os.environ["FLOOR_DYNAMODB_ENDPOINT"]
+            "dynamodb", endpoint_url=os.environ["FLOOR_DYNAMODB_ENDPOINT"], config=CLIENT_CONFIG
         ) as client:
             dynamo = await DynamoFloor.open(client, os.environ.get("FLOOR_TABLE", "floor"))
             await dynamo.seed(benches, history, claim_benches, tasks)

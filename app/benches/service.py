@@ -28,7 +28,7 @@ from app.history.domain import AuditTrail, HistoryEntry, record_change
 from app.identity import Actor, Principal
 from app.kit.concurrency import change_versioned, retrying
 from app.kit.idempotency import IdempotencyClaim, create_once
-from app.kit.paging import filtered_page
+from app.kit.paging import filtered_page, page_of
 from app.store.base import (
     AlreadyExists,
     BenchQuery,
@@ -208,18 +208,22 @@ class BenchService:
             raise heartbeat_refused(refused.bench) from refused
 
     async def history(self, bench_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
-        await self.get(bench_id)
-        return await self._store.history.find(
-            AUDIT.entity_type, bench_id, limit, after, now=self._clock.now()
+        return await page_of(
+            lambda: self.get(bench_id),
+            lambda: self._store.history.find(
+                AUDIT.entity_type, bench_id, limit, after, now=self._clock.now()
+            ),
         )
 
     async def liveness_log(
         self, bench_id: str, limit: int, after: int | None
     ) -> Page[HistoryEntry]:
         """The bench's liveness transitions, oldest first; ``after`` is a sequence number."""
-        await self.get(bench_id)
-        return await self._store.history.find(
-            LIVENESS_LOG, bench_id, limit, after, now=self._clock.now()
+        return await page_of(
+            lambda: self.get(bench_id),
+            lambda: self._store.history.find(
+                LIVENESS_LOG, bench_id, limit, after, now=self._clock.now()
+            ),
         )
 
     async def _change(

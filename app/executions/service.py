@@ -39,6 +39,7 @@ from app.identity import Actor
 from app.ids import sortable_uuid
 from app.kit.concurrency import check_expectation, retrying, stale
 from app.kit.idempotency import IdempotencyClaim, create_once
+from app.kit.paging import page_of
 from app.reservations.domain import Reservation, ReservationStatus
 from app.store.base import (
     ExecutionQuery,
@@ -145,9 +146,15 @@ class ExecutionService:
         return await self._store.executions.find(query, limit, after)
 
     async def history(self, execution_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
-        await self.get(execution_id)
-        return await self._store.history.find(
-            EXECUTION_AUDIT.entity_type, execution_id, limit, after, now=self._clock.now()
+        async def execution_exists() -> None:
+            if await self._store.executions.get(execution_id) is None:
+                raise NotFound(f"execution {execution_id!r} does not exist")
+
+        return await page_of(
+            execution_exists,
+            lambda: self._store.history.find(
+                EXECUTION_AUDIT.entity_type, execution_id, limit, after, now=self._clock.now()
+            ),
         )
 
     async def update(
@@ -425,9 +432,11 @@ class ExecutionService:
         return await self._task(task_id)
 
     async def task_history(self, task_id: str, limit: int, after: int | None) -> Page[HistoryEntry]:
-        await self._task(task_id)
-        return await self._store.history.find(
-            TASK_AUDIT.entity_type, task_id, limit, after, now=self._clock.now()
+        return await page_of(
+            lambda: self._task(task_id),
+            lambda: self._store.history.find(
+                TASK_AUDIT.entity_type, task_id, limit, after, now=self._clock.now()
+            ),
         )
 
     async def _task(self, task_id: str) -> Task:

@@ -33,3 +33,19 @@ async def filtered_page(
         if page.next_after is None:
             return Page(found, None)
         after = page.next_after
+
+
+async def page_of(
+    owner_exists: Callable[[], Awaitable[object]], fetch: Callable[[], Awaitable[Page[T]]]
+) -> Page[T]:
+    """A page of what belongs to one resource (its history, a bench's calendar), and the
+    resource's 404 when it does not exist.
+
+    Nothing is ever stored for a resource that does not exist, and resources are never
+    deleted (retired, cancelled, finished): a page with items proves its owner exists.
+    So the owner is read only when the page is empty, which costs one round trip less
+    on every page that has something to show."""
+    page = await fetch()
+    if not page.items:
+        await owner_exists()  # raises NotFound
+    return page

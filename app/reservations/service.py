@@ -20,7 +20,7 @@ from app.identity import Actor
 from app.ids import sortable_uuid
 from app.kit.concurrency import change_versioned
 from app.kit.idempotency import IdempotencyClaim, create_once
-from app.kit.paging import filtered_page
+from app.kit.paging import filtered_page, page_of
 from app.reservations.domain import (
     LONGEST_WINDOW,
     BookedSlot,
@@ -292,19 +292,26 @@ class ReservationService:
         self, bench_id: str, window: Window, limit: int, after: str | None
     ) -> Page[Reservation]:
         _check_range(window)
-        if await self._store.benches.get(bench_id) is None:
-            raise NotFound(f"bench {bench_id!r} does not exist")
+
+        async def bench_exists() -> None:
+            if await self._store.benches.get(bench_id) is None:
+                raise NotFound(f"bench {bench_id!r} does not exist")
+
         query = ReservationQuery(
             bench_id=bench_id, ends_after=window.start, starts_before=window.end, holding_only=True
         )
-        return await self._store.reservations.find(query, limit, after)
+        return await page_of(
+            bench_exists, lambda: self._store.reservations.find(query, limit, after)
+        )
 
     async def history(
         self, reservation_id: str, limit: int, after: int | None
     ) -> Page[HistoryEntry]:
-        await self.get(reservation_id)
-        return await self._store.history.find(
-            AUDIT.entity_type, reservation_id, limit, after, now=self._clock.now()
+        return await page_of(
+            lambda: self.get(reservation_id),
+            lambda: self._store.history.find(
+                AUDIT.entity_type, reservation_id, limit, after, now=self._clock.now()
+            ),
         )
 
     async def availability(

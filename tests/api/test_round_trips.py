@@ -61,7 +61,7 @@ CASES: dict[str, tuple[str, dict[str, int]]] = {
     "reservations that ended (store call)": ("reservations that ended (housekeeping)", {}),
     "create an execution, no key": ("create an execution with n tasks", {"n": 3}),
     "get an execution": ("get an execution with its n tasks", {"n": 3}),
-    "execution history": ("history of an execution with n tasks", {"n": 3}),
+    "execution history": ("history of an execution", {}),
     "executions of a reservation": ("executions of a reservation / bench / status", {}),
     # The first claim on a bench of concurrency 1, one open run, no ended reservation.
     "first claim": ("claim a task", {"t": 3}),
