@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.benches.domain import AdminState
-from app.reservations.domain import Reservation, ReservationState
+from app.reservations.domain import LONGEST_WINDOW, Reservation, ReservationState
 from app.store.base import (
     BenchNotBookable,
     IdempotencyKeyTaken,
@@ -83,6 +83,23 @@ async def test_multi_day_windows_conflict_on_any_day(store: Store) -> None:
         await book(store, booking("rig-1", 50, 51))
     assert [s.reservation_id for s in caught.value.conflicts] == [long.reservation_id]
     await book(store, booking("rig-1", 72, 73))  # right after it
+
+
+async def test_the_longest_window_is_found_from_its_last_hour(store: Store) -> None:
+    # Reads bound a reservation's start by LONGEST_WINDOW before the range asked about:
+    # one of exactly that length is still seen, and still refuses its last hour.
+    await add_bench(store)
+    hours = LONGEST_WINDOW / timedelta(hours=1)
+    longest = await book(store, booking("rig-1", 0, hours))
+    with pytest.raises(WindowTaken) as caught:
+        await book(store, booking("rig-1", hours - 1, hours + 1))
+    assert [s.reservation_id for s in caught.value.conflicts] == [longest.reservation_id]
+    page = await store.reservations.find(
+        ReservationQuery(bench_id="rig-1", ends_after=at(hours - 1), starts_before=at(hours)),
+        10,
+        None,
+    )
+    assert [r.reservation_id for r in page.items] == [longest.reservation_id]
 
 
 async def test_every_conflict_is_reported(store: Store) -> None:

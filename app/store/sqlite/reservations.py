@@ -14,7 +14,12 @@ import aiosqlite
 
 from app.benches.domain import AdminState
 from app.history.domain import HistoryEntry
-from app.reservations.domain import HOLDING_STATES, Reservation, ReservationState
+from app.reservations.domain import (
+    HOLDING_STATES,
+    LONGEST_WINDOW,
+    Reservation,
+    ReservationState,
+)
 from app.store.base import (
     BenchNotBookable,
     IdempotencyRecord,
@@ -128,8 +133,11 @@ class SqliteReservationRepository:
         if not clauses:
             raise ValueError("a reservation query needs bench_id or user_id")
         if query.ends_after is not None:
-            clauses.append('"end" > ?')
-            params.append(to_iso(query.ends_after))
+            # A reservation lasts at most LONGEST_WINDOW: one that ends after this started
+            # at most that long before it. The bound keeps the index range to the window
+            # asked about, not the bench's whole past (as the DynamoDB adapter's Query).
+            clauses.append('"end" > ? AND start >= ?')
+            params += [to_iso(query.ends_after), to_iso(query.ends_after - LONGEST_WINDOW)]
         if query.starts_before is not None:
             clauses.append("start < ?")
             params.append(to_iso(query.starts_before))
@@ -161,11 +169,13 @@ class SqliteReservationRepository:
         """Inside the write transaction, so no booking can slip in between check and insert."""
         overlapping = await _RESERVATIONS.select(
             connection,
-            'bench_id = ? AND state IN (?, ?) AND start < ? AND "end" > ? AND reservation_id != ?',
+            'bench_id = ? AND state IN (?, ?) AND start < ? AND start >= ? AND "end" > ?'
+            " AND reservation_id != ?",
             [
                 reservation.bench_id,
                 *sorted(state.value for state in HOLDING_STATES),
                 to_iso(reservation.end),
+                to_iso(reservation.start - LONGEST_WINDOW),  # see find()
                 to_iso(reservation.start),
                 reservation.reservation_id,
             ],
