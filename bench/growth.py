@@ -3,34 +3,35 @@
 Issue 12 wants four requests to cost an index lookup whatever the lab's size (large/small
 p50 <= 1.3): a bench's calendar for one day (1k vs 100k reservations), benches by
 capability (100 vs 10k benches), a bench's history (20 vs 10k entries of it) and a task
-claim (3 vs 3,000 queued runs on the bench's active reservation). On SQLite only.
+claim (3 vs 3,000 queued runs on the bench's active reservation). SQLite only.
 
 Why the ratios mean what they say:
-- Between the two labs of a request only that one dimension grows, and the answer is the
-  same: the same 8 reservations of b-0000 on day D (the rest on 24 other benches and on
-  days of b-0000 before and after D); the same 20 benches with ``rare``, spread over the
-  whole key range, so that a scan in key order would show; the first 20 history entries of
-  b-0000 (scenario.lua asks ``limit=20``, hence 20 in the small lab rather than 10); one
-  task per claim, the head of a 48-task run.
+- Between the two labs of a request only that dimension grows, and the answer is the same:
+  the same 8 reservations of b-0000 on day D (the rest on 24 other benches and on days of
+  b-0000 before and after D); the same 20 benches with ``rare``, spread over the whole key
+  range, so that a scan in key order would show; the first 20 history entries of b-0000
+  (scenario.lua asks ``limit=20``, so the small lab has 20, not 10); one task per claim.
 - The labs are seeded in process before their servers start, through the SQLite adapter's
   own code: its repositories' create paths write into a recorder standing in for the
-  connection, and the recorded statements then run as executemany in large transactions.
-  Rows, history entries and outbox events are those the service writes; each lab is read
-  back through the API (counts and ids) before anything is timed.
+  connection, whose statements then run as executemany in large transactions. Rows,
+  history entries and outbox events are the service's; each lab is read back through the
+  API (counts and ids) before anything is timed.
 - Both servers of a request are up together and take the same load in the order
-  S L L S S L, after a warm-up run each; medians. Reads: wrk, 4 connections, its p50.
-  Housekeeping is off: its pass pages through every bench and would land in the large
-  lab's runs (what it costs is another question).
-- Claim: a bench of concurrency 1 leases one task at a time, so one agent claims and
-  completes in turn on one keep-alive connection (http.client, a fixed count per run) and
-  the p50 is of the claims alone, each of which must hand out a task (a 204 stops the
-  run). Not wrk: its ``claim_complete`` script queues every 200 answer for completion,
-  completes included, so after one claim a connection completes the same task for ever.
-  Before each small run, its reservation's runs are cancelled and 3 fresh ones queued.
-Afterwards the statements each request's service call issues are traced in process on
-both labs, timed there and explained (EXPLAIN QUERY PLAN): where a ratio grows, they say why.
+  S L L S S L (``--rounds`` times, after a warm-up run each); medians. Reads: wrk at 4
+  connections, its p50. Housekeeping is off: its pass pages through every bench and would
+  land in the large lab's runs.
+- Claim: a bench of concurrency 1 leases one task at a time, so its agent claims and
+  completes in turn on a keep-alive connection (http.client), on the small and the large
+  server alternately, claim by claim; the p50 is of the claims alone, each of which must
+  lease a task (a 204 is cheaper: it stops the run). Not wrk: its ``claim_complete``
+  loop puts claims and completes in one latency histogram, whose p50 lands between the
+  two, and serial claims on one server then the other would let the machine's noise fall
+  on one lab only. Before each block of claims the small lab's runs are cancelled and 3
+  fresh ones queued (144 tasks).
+Afterwards the SELECTs each request's service call issues are traced in process on both
+labs, timed there and explained (EXPLAIN QUERY PLAN): where a ratio grows, they say why.
 
-    python -m bench.growth [--seconds 2] [--lab NAME] [--json PATH]
+    python -m bench.growth [--seconds 1] [--rounds 2] [--lab NAME] [--json PATH]
 """
 
 from __future__ import annotations
@@ -80,12 +81,19 @@ AGENT = Actor(Principal("agent-c-0000", Role.AGENT, bench_id="c-0000"), "growth-
 CONNECTIONS = 4
 ORDER = "SLLSSL"
 CALENDAR_BENCHES = 25
-CLAIMS = 120  # per claim run; a small run's 3 fresh runs hold 144 tasks
+CLAIMS = 120  # per block of claims, on each server; the small lab's 3 fresh runs hold 144
 NOW = datetime.now(UTC).replace(microsecond=0)
 # Far enough ahead that the large lab's 250 days of b-0000 before D are all to come.
 DAY = (NOW + timedelta(days=300)).replace(hour=0, minute=0, second=0)
 NEXT_DAY = DAY + timedelta(days=1)
 Plan = Callable[[SqliteStore], Awaitable[object]]
+SERVICE_ENV = {
+    "ORCH_STORE": "sqlite",
+    "ORCH_RATE_LIMIT_PER_S": "0",
+    "ORCH_CURSOR_SECRET": "bench",
+    "ORCH_LOG_FORMAT": "json",
+    "ORCH_HOUSEKEEPING_INTERVAL_S": "0",
+}
 
 
 def _iso(at: datetime) -> str:
@@ -252,22 +260,18 @@ def _expect(what: str, got: object, wanted: object) -> None:
 
 
 def check_calendar(http: httpx.Client, size: int) -> None:
-    day = _pages(
-        http, "/v1/benches/b-0000/reservations", **{"from": _iso(DAY), "to": _iso(NEXT_DAY)}
-    )
-    _expect(
-        "day D", [r["reservation_id"] for r in day], [r.reservation_id for r in DAY_RESERVATIONS]
-    )
-    wide = {"from": _iso(DAY - timedelta(days=400)), "to": _iso(DAY + timedelta(days=400))}
-    every = _pages(http, "/v1/benches/b-0000/reservations", **wide)
+    path, far = "/v1/benches/b-0000/reservations", timedelta(days=400)
+    day = _pages(http, path, **{"from": _iso(DAY), "to": _iso(NEXT_DAY)})
+    wanted = [r.reservation_id for r in DAY_RESERVATIONS]
+    _expect("day D", [r["reservation_id"] for r in day], wanted)
+    every = _pages(http, path, **{"from": _iso(DAY - far), "to": _iso(DAY + far)})
     _expect("reservations of b-0000", len(every), size // CALENDAR_BENCHES)
 
 
 def check_capability(http: httpx.Client, size: int) -> None:
     rare = http.get("/v1/benches", params={"capability": "rare", "limit": "20"}).json()
-    _expect(
-        "rare benches", ([b["bench_id"] for b in rare["items"]], rare["next_cursor"]), (RARE, None)
-    )
+    found = [b["bench_id"] for b in rare["items"]]
+    _expect("rare benches", (found, rare["next_cursor"]), (RARE, None))
     _expect("benches", len(_pages(http, "/v1/benches")), size)
 
 
@@ -283,25 +287,6 @@ def check_claim(http: httpx.Client, size: int) -> None:
     _expect("runs", [r["status"] for r in runs], ["queued"] * size)
 
 
-def plan_calendar(store: SqliteStore) -> Awaitable[object]:
-    service = ReservationService(store, SystemClock(), timedelta(hours=168))
-    return service.calendar("b-0000", Window(DAY, NEXT_DAY), 50, None)
-
-
-def plan_capability(store: SqliteStore) -> Awaitable[object]:
-    return BenchService(store, SystemClock()).find(
-        capabilities=frozenset({"rare"}), limit=20, after=None
-    )
-
-
-def plan_history(store: SqliteStore) -> Awaitable[object]:
-    return BenchService(store, SystemClock()).history("b-0000", 20, None)
-
-
-def plan_claim(store: SqliteStore) -> Awaitable[object]:
-    return ExecutionService(store, SystemClock(), timedelta(seconds=60)).claim_next("c-0000", AGENT)
-
-
 @dataclass(frozen=True)
 class Lab:
     name: str
@@ -315,14 +300,22 @@ class Lab:
     env: dict[str, str] = field(default_factory=dict)
 
 
+CLOCK = SystemClock()
 LABS = (
     Lab("calendar", "reservations", 1_000, 100_000, "calendar", seed_calendar, check_calendar,
-        plan_calendar, {"BENCH_FROM": _iso(DAY), "BENCH_TO": _iso(NEXT_DAY)}),
+        lambda store: ReservationService(store, CLOCK, timedelta(hours=168)).calendar(
+            "b-0000", Window(DAY, NEXT_DAY), 50, None),
+        {"BENCH_FROM": _iso(DAY), "BENCH_TO": _iso(NEXT_DAY)}),
     Lab("capability_list", "benches", 100, 10_000, "capability_list", seed_capability,
-        check_capability, plan_capability, {"BENCH_CAPABILITY": "rare"}),
-    Lab("history", "entries of the bench", 20, 10_000, "history", seed_history,
-        check_history, plan_history),
-    Lab("claim", "queued runs", 3, 3_000, "claim", seed_claim, check_claim, plan_claim),
+        check_capability,
+        lambda store: BenchService(store, CLOCK).find(
+            capabilities=frozenset({"rare"}), limit=20, after=None),
+        {"BENCH_CAPABILITY": "rare"}),
+    Lab("history", "entries of the bench", 20, 10_000, "history", seed_history, check_history,
+        lambda store: BenchService(store, CLOCK).history("b-0000", 20, None)),
+    Lab("claim", "queued runs", 3, 3_000, "claim", seed_claim, check_claim,
+        lambda store: ExecutionService(store, CLOCK, timedelta(seconds=60)).claim_next(
+            "c-0000", AGENT)),
 )  # fmt: skip
 
 
@@ -356,54 +349,65 @@ def _fresh_runs(server: Server) -> None:
             http.post("/v1/executions", json={**body, "tasks": tasks}).raise_for_status()
 
 
-def _claims(server: Server, count: int) -> float:
-    """p50 (ms) of ``count`` claims by the bench's agent, each completed before the next."""
+def _claim(connection: http.client.HTTPConnection) -> float:
+    """One claim by the bench's agent (ms), then the complete of the task it leased."""
     agent = {"Authorization": "Bearer agent-c-0000", "Content-Type": "application/json"}
-    connection = http.client.HTTPConnection(server.url.removeprefix("http://"))
-    took: list[float] = []
+    started = time.perf_counter()
+    connection.request("POST", "/v1/benches/c-0000/tasks/claim", headers=agent)
+    claimed = connection.getresponse()
+    body = claimed.read()
+    took = (time.perf_counter() - started) * 1000
+    if claimed.status != 200:  # a 204 costs less than a claim that leases: stop
+        raise RuntimeError(f"claim answered {claimed.status} {body!r}")
+    connection.request("POST", f"/v1/tasks/{json.loads(body)['task_id']}/complete", b"{}", agent)
+    done = connection.getresponse()
+    if done.status != 200:
+        raise RuntimeError(f"complete answered {done.status} {done.read()!r}")
+    done.read()
+    return took
+
+
+def _claims(servers: dict[str, Server], count: int) -> dict[str, float]:
+    """p50 of ``count`` claims on each server, taken in turn (S L L S ...): claims are
+    serial, so the machine's noise would otherwise fall on one lab's run and not the other's."""
+    connections = {
+        who: http.client.HTTPConnection(server.url.removeprefix("http://"))
+        for who, server in servers.items()
+    }
+    took: dict[str, list[float]] = {who: [] for who in servers}
     try:
-        for _ in range(count):
-            started = time.perf_counter()
-            connection.request("POST", "/v1/benches/c-0000/tasks/claim", headers=agent)
-            claimed = connection.getresponse()
-            body = claimed.read()
-            took.append((time.perf_counter() - started) * 1000)
-            if claimed.status != 200:  # a 204 costs less than a claim that leases: stop
-                raise RuntimeError(f"claim answered {claimed.status} {body!r}")
-            task = json.loads(body)["task_id"]
-            connection.request("POST", f"/v1/tasks/{task}/complete", b'{"result":{}}', agent)
-            done = connection.getresponse()
-            if done.status != 200:
-                raise RuntimeError(f"complete answered {done.status} {done.read()!r}")
-            done.read()
+        for n in range(count):
+            for who in "SL" if n % 2 == 0 else "LS":
+                took[who].append(_claim(connections[who]))
     finally:
-        connection.close()
-    return statistics.median(took)
+        for connection in connections.values():
+            connection.close()
+    return {who: statistics.median(times) for who, times in took.items()}
 
 
-def _one_run(lab: Lab, server: Server, seconds: float, warm_up: bool) -> float:
-    if lab.scenario == "claim":
-        return _claims(server, CLAIMS // 4 if warm_up else CLAIMS)
-    env = {"BENCH_ADMIN_TOKEN": ADMIN_TOKEN, "BENCH_BENCH_ID": "b-0000", **lab.env}
-    result = run_wrk(server.url, lab.scenario, CONNECTIONS, 1 if warm_up else seconds, env)
-    if result.status_errors or result.socket_errors:
-        raise RuntimeError(f"{lab.name}: errors in {result}")
-    return result.p50_ms
-
-
-def measure(lab: Lab, servers: dict[str, Server], seconds: float) -> dict[str, list[float]]:
+def measure(
+    lab: Lab, servers: dict[str, Server], seconds: float, rounds: int
+) -> dict[str, list[float]]:
     runs: dict[str, list[float]] = {"S": [], "L": []}
-    for n, who in enumerate("SL" + ORDER):  # the first two warm each server up
-        if lab.scenario == "claim" and who == "S":
+    if lab.scenario == "claim":
+        for n in range(1 + len(ORDER) * rounds):  # the first one warms both up
             _fresh_runs(servers["S"])
-        p50 = _one_run(lab, servers[who], seconds, warm_up=n < 2)
+            p50 = _claims(servers, CLAIMS // 4 if n == 0 else CLAIMS)
+            for who in runs if n else ():
+                runs[who].append(p50[who])
+        return runs
+    env = {"BENCH_ADMIN_TOKEN": ADMIN_TOKEN, "BENCH_BENCH_ID": "b-0000", **lab.env}
+    for n, who in enumerate("SL" + ORDER * rounds):  # the first two warm each server up
+        result = run_wrk(servers[who].url, lab.scenario, CONNECTIONS, seconds, env)
+        if result.status_errors or result.socket_errors:
+            raise RuntimeError(f"{lab.name}: errors in {result}")
         if n >= 2:
-            runs[who].append(p50)
+            runs[who].append(result.p50_ms)
     return runs
 
 
 async def _statements(path: Path, plan: Plan) -> list[tuple[str, list[str], float]]:
-    """The SELECTs the service call issues on this lab: (sql, plan, in-process median ms)."""
+    """The SELECTs the service call issues on this lab: (sql, plan, best in-process ms)."""
     db = await SqliteDatabase.open(str(path))
     issued: list[str] = []
     found: list[tuple[str, list[str], float]] = []
@@ -416,28 +420,21 @@ async def _statements(path: Path, plan: Plan) -> list[tuple[str, list[str], floa
             for sql in selects:
                 explained = await connection.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
                 took = []
-                for _ in range(15):
+                for _ in range(50):  # the best of 50: the work itself, without the noise
                     started = time.perf_counter()
                     await connection.execute_fetchall(sql)
                     took.append((time.perf_counter() - started) * 1000)
-                found.append((sql, [str(row[3]) for row in explained], statistics.median(took)))
+                found.append((sql, [str(row[3]) for row in explained], min(took)))
     finally:
         await db.close()
     return found
 
 
-def run_lab(lab: Lab, folder: Path, tokens: Path, seconds: float) -> dict[str, Any]:
+def run_lab(lab: Lab, folder: Path, tokens: Path, seconds: float, rounds: int) -> dict[str, Any]:
     sizes = {"S": lab.small, "L": lab.large}
     paths = {who: folder / f"{lab.name}-{who}.db" for who in sizes}
     seeded = {who: asyncio.run(_seed_file(lab, sizes[who], paths[who])) for who in sizes}
-    env = {
-        "ORCH_STORE": "sqlite",
-        "ORCH_TOKENS_FILE": str(tokens),
-        "ORCH_RATE_LIMIT_PER_S": "0",
-        "ORCH_CURSOR_SECRET": "bench",
-        "ORCH_LOG_FORMAT": "json",
-        "ORCH_HOUSEKEEPING_INTERVAL_S": "0",
-    }
+    env = {**SERVICE_ENV, "ORCH_TOKENS_FILE": str(tokens)}
     with ExitStack() as stack:
         servers = {
             who: stack.enter_context(
@@ -453,7 +450,7 @@ def run_lab(lab: Lab, folder: Path, tokens: Path, seconds: float) -> dict[str, A
         for who, server in servers.items():
             with _admin(server) as http:
                 lab.check(http, sizes[who])
-        runs = measure(lab, servers, seconds)
+        runs = measure(lab, servers, seconds, rounds)
     small, large = (asyncio.run(_statements(paths[who], lab.plan)) for who in sizes)
     p50 = {who: statistics.median(runs[who]) for who in sizes}
     return {
@@ -482,17 +479,18 @@ def report(outcome: dict[str, Any]) -> None:
         flush=True,
     )
     for statement in outcome["statements"]:  # the ones that grow, or scan
-        grew = statement["large_ms"] / max(statement["small_ms"], 0.001)
-        if grew > 1.3 or any(line.startswith("SCAN") for line in statement["plan"]):
-            print(f"      {statement['small_ms']:.3f} -> {statement['large_ms']:.3f} ms"
-                  f" in process: {statement['sql'][:150]}")  # fmt: skip
+        small, large = statement["small_ms"], statement["large_ms"]
+        grew = large > 1.3 * small and large - small > 0.01
+        if grew or any(line.startswith("SCAN") for line in statement["plan"]):
+            print(f"      {small:.3f} -> {large:.3f} ms in process: {statement['sql'][:150]}")
             for line in statement["plan"]:
                 print(f"        {line}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=2.0, help="per timed read run")
+    parser.add_argument("--seconds", type=float, default=1.0, help="per timed read run")
+    parser.add_argument("--rounds", type=int, default=2, help="of S L L S S L")
     parser.add_argument("--lab", action="append", choices=[lab.name for lab in LABS])
     parser.add_argument("--json", type=Path, help="write the outcomes here")
     args = parser.parse_args()
@@ -502,7 +500,7 @@ def main() -> None:
         tokens = write_tokens(Path(name))
         for lab in LABS:
             if not args.lab or lab.name in args.lab:
-                outcomes.append(run_lab(lab, Path(name), tokens, args.seconds))
+                outcomes.append(run_lab(lab, Path(name), tokens, args.seconds, args.rounds))
                 report(outcomes[-1])
     print(f"  growth took {time.monotonic() - started:.0f} s")
     if args.json:

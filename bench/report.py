@@ -92,6 +92,50 @@ def _scenario_table(store: str, outcomes: list[dict[str, Any]], trips: dict[str,
     return "\n".join(lines)
 
 
+GROWTH_TARGET = 1.3
+RSS_TARGET = 0.10
+
+
+def _growth_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "## Growth: the same request on a small and a large lab (SQLite)",
+        "",
+        "`bench/growth.py`: p50 at 4 connections, small and large labs alternating"
+        " (S L L S S L); the answer is the same size in both.",
+        "",
+        "| request | grows | small | large | p50 small ms | p50 large ms | ratio (target ≤ 1.3) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        verdict = "meets" if row["ratio"] <= GROWTH_TARGET else "above"
+        lines.append(
+            f"| {row['query']} | {row['grows']} | {row['small']:,} | {row['large']:,} |"
+            f" {row['p50_small_ms']:.2f} | {row['p50_large_ms']:.2f} |"
+            f" {row['ratio']:.2f} ({verdict}) |"
+        )
+    return "\n".join(lines)
+
+
+def _memory_table(memory: dict[str, Any]) -> str:
+    samples = memory["samples_kib"]
+    spread = memory["spread_after_warm_up"]
+    verdict = "meets" if abs(spread) <= RSS_TARGET else "above"
+    return "\n".join(
+        [
+            "## Memory: RSS of the API process (SQLite)",
+            "",
+            f"`bench/memory.py`: {memory['requests']:,} mixed requests (heartbeat, GET, capability"
+            f" list, history), RSS sampled every {memory['chunk_requests'][0]:,}; the first two"
+            " samples are the warm-up.",
+            "",
+            f"- Samples (KiB): {', '.join(f'{s:,}' for s in samples)} (at start:"
+            f" {memory['start_kib']:,})",
+            f"- Spread after warm-up, (max - min) / median: {spread:.2%} ({verdict} ±10 %);"
+            f" 3rd sample to last: {memory['drift_3rd_to_last_pct']:+.2f} %",
+        ]
+    )
+
+
 def write(results: dict[str, Any]) -> Path:
     trips = _round_trips()
     parts = [
@@ -115,9 +159,11 @@ def write(results: dict[str, Any]) -> Path:
             _scenario_table(store, outcomes, trips),
             "",
         ]
-    for key in ("growth", "memory"):
-        section = results.get(key)
-        if section:
-            parts += [section.rstrip(), ""]
+    if results.get("growth"):
+        parts += [_growth_table(results["growth"]), ""]
+    if results.get("memory"):
+        parts += [_memory_table(results["memory"]), ""]
+    for note in results.get("notes", []):
+        parts += [note.rstrip(), ""]
     PERFORMANCE.write_text("\n".join(parts))
     return PERFORMANCE

@@ -62,8 +62,7 @@ def main() -> int:
                 print(f"{name}: not measured (bench/{name}.py is not here yet)", flush=True)
                 continue
             print(f"{name}:", flush=True)
-            section = _json_run(f"bench.{name}", [])
-            results[name] = None if section is None else section.get("markdown")
+            results[name] = _json_run(f"bench.{name}", [])
         for name in ("dynamodb_costs", "feed_throughput"):
             status |= subprocess.call(
                 [sys.executable, "-m", f"bench.{name}"],

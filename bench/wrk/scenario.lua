@@ -122,7 +122,10 @@ end
 
 local function on_response(status, headers, body)
    answered = answered + 1
-   if scenario == "claim_complete" and status == 200 then
+   -- Only a claim's answer shows a leased task; a completion's shows it succeeded (and
+   -- must not be queued again: the loop would complete one task over and over).
+   if scenario == "claim_complete" and status == 200
+      and string.find(body, '"status"%s*:%s*"leased"') ~= nil then
       local id = string.match(body, '"task_id"%s*:%s*"([^"]+)"')
       local name = string.match(body, '"bench_id"%s*:%s*"([^"]+)"')
       if id ~= nil and name ~= nil then
