@@ -33,7 +33,7 @@ from app.executions.domain import (
     timed_out,
     transition,
 )
-from app.executions.ordering import OPEN_RUNS_READ, OpenRun, next_task, runs_to_read
+from app.executions.ordering import OpenRun, next_task, runs_to_read
 from app.history.domain import HistoryEntry
 from app.identity import Actor
 from app.ids import sortable_uuid
@@ -326,12 +326,13 @@ class ExecutionService:
         self, reservations: Sequence[Reservation], concurrency: int, *, claimable: bool
     ) -> list[OpenRun]:
         """The runs of these reservations that a claim decides on (``runs_to_read``), with
-        their tasks: one page of open executions per reservation, however long its queue."""
+        their tasks: one read of candidates per reservation, however long its queue."""
         executions: list[Execution] = []
         for reservation in reservations:
-            query = ExecutionQuery(reservation_id=reservation.reservation_id, open_only=True)
-            page = await self._store.executions.find(query, OPEN_RUNS_READ, None)
-            executions += runs_to_read(page.items, concurrency, claimable=claimable)
+            candidates = await self._store.executions.find_claim_candidates(
+                reservation.reservation_id, concurrency if claimable else 0
+            )
+            executions += runs_to_read(candidates, concurrency, claimable=claimable)
         wanted = [task_id for execution in executions for task_id in execution.task_ids]
         tasks = {task.task_id: task for task in await self._store.executions.get_tasks(wanted)}
         return [

@@ -255,6 +255,10 @@ class ExecutionRepository(Protocol):
     async def find_expired_leases(self, now: datetime, limit: int) -> list[Task]:
         """Leased tasks whose lease ended at or before ``now``, soonest expired first."""
 
+    async def find_claim_candidates(self, reservation_id: str, first: int) -> list[Execution]:
+        """The reservation's open runs a claim decides on, in creation order: every running
+        one, and the first ``first`` open ones (at least; an adapter may give more)."""
+
 
 def execution_page_key(execution: Execution) -> str:
     return f"{to_iso(execution.created_at)}|{execution.execution_id}"

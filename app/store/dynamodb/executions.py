@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from app.executions.domain import Execution, Task, TaskStatus
+from app.executions.ordering import OPEN_RUNS_READ
 from app.history.domain import HistoryEntry
 from app.store.base import (
     AlreadyExists,
@@ -257,6 +258,13 @@ class DynamoExecutionRepository:
             start=start,
         )
         return page_of(found, limit, execution_page_key)
+
+    async def find_claim_candidates(self, reservation_id: str, first: int) -> list[Execution]:
+        # One Query of the sparse open-runs index: every run holding a lease is among the
+        # first OPEN_RUNS_READ open ones (see ordering), so one page has them all.
+        query = ExecutionQuery(reservation_id=reservation_id, open_only=True)
+        page = await self.find(query, max(first, OPEN_RUNS_READ), None)
+        return page.items
 
     async def find_expired_leases(self, now: datetime, limit: int) -> list[Task]:
         if limit < 1:

@@ -124,6 +124,10 @@ def _task_from_row(row: sqlite3.Row) -> Task:
     )
 
 
+# Literal, not bound: SQLite uses the partial index executions_open only for a WHERE it
+# can see implies the index's own.
+_OPEN = f"status IN ('{ExecutionStatus.QUEUED.value}', '{ExecutionStatus.RUNNING.value}')"
+
 _EXECUTIONS: Table[Execution] = Table(
     "executions", "execution_id", _execution_row, _execution_from_row
 )
@@ -189,8 +193,7 @@ class SqliteExecutionRepository:
         if not clauses:
             raise ValueError("an execution query needs reservation_id, bench_id or status")
         if query.open_only:
-            clauses.append("status IN (?, ?)")
-            params += [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
+            clauses.append(_OPEN)
         async with self._db.read() as connection:
             return await _EXECUTIONS.page(
                 connection,
@@ -200,6 +203,22 @@ class SqliteExecutionRepository:
                 after,
                 limit,
                 execution_page_key,
+            )
+
+    async def find_claim_candidates(self, reservation_id: str, first: int) -> list[Execution]:
+        # Both halves are index ranges however long the queue or the past: the running
+        # runs (executions_by_reservation_status), and the first open ones (the partial
+        # index executions_open, which holds queued and running runs only).
+        async with self._db.read() as connection:
+            return await _EXECUTIONS.select(
+                connection,
+                f"execution_id IN (SELECT execution_id FROM executions"
+                f" WHERE reservation_id = ? AND status = '{ExecutionStatus.RUNNING.value}'"
+                f" UNION SELECT execution_id FROM (SELECT execution_id FROM executions"
+                f" WHERE reservation_id = ? AND {_OPEN} ORDER BY created_at, execution_id"
+                " LIMIT ?))",
+                [reservation_id, reservation_id, first],
+                "ORDER BY created_at, execution_id",
             )
 
     async def find_expired_leases(self, now: datetime, limit: int) -> list[Task]:

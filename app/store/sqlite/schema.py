@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_by_reservation
     ON executions(reservation_id, created_at, execution_id);
 CREATE INDEX IF NOT EXISTS executions_by_bench ON executions(bench_id, created_at, execution_id);
+CREATE INDEX IF NOT EXISTS executions_by_reservation_status
+    ON executions(reservation_id, status, created_at, execution_id);
+CREATE INDEX IF NOT EXISTS executions_open ON executions(reservation_id, created_at, execution_id)
+    WHERE status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions(status, created_at, execution_id);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
