@@ -22,7 +22,6 @@ from app.http.auth import TokenRegistry
 from app.http.openapi import install_openapi
 from app.http.pagination import CursorCodec
 from app.http.problems import app_error_response, install_problem_handlers
-from app.http.query_params import ONLY_KNOWN_QUERY_PARAMETERS
 from app.http.rate_limit import RateLimiter
 from app.http.request_context import RequestContextMiddleware, RequestObserver
 from app.http.state import STATE_ATTRIBUTE
@@ -117,7 +116,6 @@ def create_app(
         version="0.1.0",
         summary="Book test benches, run CI executions on them, keep an audit trail.",
         lifespan=lifespan,
-        dependencies=[ONLY_KNOWN_QUERY_PARAMETERS],
         # /v1/benches/ is not /v1/benches: a 404 Problem, not a bodyless redirect.
         redirect_slashes=False,
     )

@@ -24,9 +24,10 @@ from app.history.schemas import HistoryEntryOut, history_page
 from app.http.etag import IfMatchDep, IfNoneMatchHeader
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep, render_page
+from app.http.query_params import KnownQueryRoute
 from app.http.responses import conditional_get, created_response, resource_response
 
-router = APIRouter(prefix="/v1/benches", tags=["benches"])
+router = APIRouter(prefix="/v1/benches", tags=["benches"], route_class=KnownQueryRoute)
 
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
 

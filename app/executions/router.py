@@ -25,9 +25,10 @@ from app.history.schemas import HistoryEntryOut, history_page
 from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep, render_page
+from app.http.query_params import KnownQueryRoute
 from app.http.responses import conditional_get, created_response, resource_response
 
-router = APIRouter(tags=["executions"])
+router = APIRouter(tags=["executions"], route_class=KnownQueryRoute)
 
 IdPath = Annotated[str, Path(min_length=1, max_length=80)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]

@@ -3,14 +3,14 @@ filter (``?capabilities=`` for ``?capability=``) must not silently widen a list.
 
 from __future__ import annotations
 
-from fastapi import Depends, Request
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app.http.exceptions import ProblemException
-
-# Per route, the query parameter names it declares (computed once per route).
-_known: dict[int, frozenset[str]] = {}
 
 
 def _query_names(dependant: Dependant) -> set[str]:
@@ -21,22 +21,8 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def _declared(route: APIRoute) -> frozenset[str]:
-    names = _known.get(id(route))
-    if names is None:
-        names = frozenset(_query_names(route.dependant))
-        _known[id(route)] = names
-    return names
-
-
-async def _only_known_query_parameters(request: Request) -> None:
-    if not request.query_params:
-        return
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
-    known = _declared(route)
-    unknown = sorted(set(request.query_params) - known)
+def _refuse_unknown(given: Iterable[str], known: frozenset[str]) -> None:
+    unknown = sorted(set(given) - known)
     if unknown:
         raise ProblemException(
             400,
@@ -48,5 +34,19 @@ async def _only_known_query_parameters(request: Request) -> None:
         )
 
 
-# The application lists this among its dependencies, so every operation checks.
-ONLY_KNOWN_QUERY_PARAMETERS = Depends(_only_known_query_parameters)
+class KnownQueryRoute(APIRoute):
+    """An operation that refuses the query parameters it does not declare, checked before
+    its dependencies run. Not a dependency itself: FastAPI resolves every dependency as
+    a node of the route's tree on every request, and this is on every route. Every
+    router of the API is made with ``route_class=KnownQueryRoute``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        known = frozenset(_query_names(self.dependant))
+
+        async def checked(request: Request) -> Response:
+            if request.query_params:
+                _refuse_unknown(request.query_params, known)
+            return await handler(request)
+
+        return checked

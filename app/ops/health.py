@@ -7,8 +7,9 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import StateDep
+from app.http.query_params import KnownQueryRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=KnownQueryRoute)
 
 
 @router.get("/healthz", operation_id="healthz")

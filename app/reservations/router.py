@@ -17,6 +17,7 @@ from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.limits import QueryDuration, QueryInstant
 from app.http.pagination import PageOut, PagerDep, render_page
+from app.http.query_params import KnownQueryRoute
 from app.http.responses import conditional_get, created_response, resource_response
 from app.reservations.auth import Booker, Holder, Reader
 from app.reservations.domain import ReservationStatus, Window
@@ -29,7 +30,7 @@ from app.reservations.schemas import (
 )
 from app.reservations.service import BookingRequest
 
-router = APIRouter(tags=["reservations"])
+router = APIRouter(tags=["reservations"], route_class=KnownQueryRoute)
 
 ReservationIdPath = Annotated[str, Path(max_length=64)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
