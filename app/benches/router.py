@@ -80,7 +80,7 @@ async def list_benches(
     type: Annotated[str | None, Query(max_length=64)] = None,
     admin_state: AdminState | None = None,
     status: Liveness | None = None,
-) -> PageOut[BenchOut]:
+) -> Response:
     """Benches, filtered by capability (all of them), type, admin state or liveness."""
     filters = {
         "capability": sorted(set(capability)),
@@ -190,7 +190,7 @@ async def post_heartbeat(
 )
 async def list_bench_history(
     bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: Reader
-) -> PageOut[HistoryEntryOut]:
+) -> Response:
     """Every configuration change of the bench, oldest first, with who and when."""
     return await history_page(
         pager,
@@ -206,7 +206,7 @@ async def list_bench_history(
 )
 async def list_bench_liveness(
     bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: Reader
-) -> PageOut[HistoryEntryOut]:
+) -> Response:
     """Every time the bench came online or went offline, oldest first, as housekeeping
     noticed it. Each entry's `version` is its place in this log (1, 2, ...), not a version
     of the bench: liveness is not configuration, so it never moves the bench's ETag."""

@@ -88,7 +88,7 @@ async def list_executions(
     reservation_id: Annotated[str | None, Query(max_length=64)] = None,
     bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
     status: ExecutionStatus | None = None,
-) -> PageOut[ExecutionOut]:
+) -> Response:
     """Filter by reservation, bench or status (at least one; each is an index)."""
     return await _page(service, pager, reservation_id, bench_id, status)
 
@@ -101,7 +101,7 @@ async def list_executions(
 )
 async def list_reservation_executions(
     reservation_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
-) -> PageOut[ExecutionOut]:
+) -> Response:
     """The runs of one reservation, in creation order."""
     return await _page(service, pager, reservation_id, None, None)
 
@@ -112,7 +112,7 @@ async def _page(
     reservation_id: str | None,
     bench_id: str | None,
     status: ExecutionStatus | None,
-) -> PageOut[ExecutionOut]:
+) -> Response:
     filters = {"reservation_id": reservation_id, "bench_id": bench_id, "status": status}
     page = await service.find(
         reservation_id=reservation_id,
@@ -199,7 +199,7 @@ async def cancel_execution(
 )
 async def list_execution_history(
     execution_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
-) -> PageOut[HistoryEntryOut]:
+) -> Response:
     """Every change of the run, oldest first, with who and when."""
     return await history_page(
         pager,
@@ -253,7 +253,7 @@ async def get_task(
 )
 async def list_task_history(
     task_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
-) -> PageOut[HistoryEntryOut]:
+) -> Response:
     """Claims, lease extensions, completions, failures and expiries, with who and when."""
     return await history_page(
         pager,

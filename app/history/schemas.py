@@ -4,10 +4,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from fastapi import Response
 from pydantic import BaseModel
 
 from app.history.domain import HistoryEntry
-from app.http.pagination import PageOut, Pager, render_page
+from app.http.pagination import Pager, render_page
 from app.store.base import Page
 
 
@@ -35,7 +36,7 @@ async def history_page(
     pager: Pager,
     scope: str,
     load: Callable[[int, int | None], Awaitable[Page[HistoryEntry]]],
-) -> PageOut[HistoryEntryOut]:
+) -> Response:
     """One page of a resource's history, oldest first; the cursor carries the last version."""
     after = pager.start_after(scope, {})
     page = await load(pager.limit, None if after is None else int(after))

@@ -17,7 +17,9 @@ def resource_response(
     if location is not None:
         headers["Location"] = location
     # pydantic writes the JSON itself: no dict of Python values for json.dumps to walk.
-    return _JsonBytes(body.model_dump_json().encode(), status_code=status_code, headers=headers)
+    return json_bytes_response(
+        body.model_dump_json().encode(), status_code=status_code, headers=headers
+    )
 
 
 class _JsonBytes(JSONResponse):
@@ -26,6 +28,13 @@ class _JsonBytes(JSONResponse):
     def render(self, content: object) -> bytes:
         assert isinstance(content, bytes)
         return content
+
+
+def json_bytes_response(
+    body: bytes, *, status_code: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """``body``, JSON already encoded (by pydantic), as the response."""
+    return _JsonBytes(body, status_code=status_code, headers=headers)
 
 
 def created_response(

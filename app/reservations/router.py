@@ -96,7 +96,7 @@ async def list_reservations(
     status: ReservationStatus | None = None,
     from_: From = None,
     to: To = None,
-) -> PageOut[ReservationOut]:
+) -> Response:
     """Reservations of a user or a bench; with neither, the caller's own."""
     if user_id == "me" or (user_id is None and bench_id is None):
         user_id = principal.subject
@@ -221,7 +221,7 @@ async def release_reservation(
 )
 async def list_reservation_history(
     reservation_id: ReservationIdPath, service: ServiceDep, pager: PagerDep, _: Reader
-) -> PageOut[HistoryEntryOut]:
+) -> Response:
     """Every change of the reservation, oldest first, with who and when."""
     return await history_page(
         pager,
@@ -243,7 +243,7 @@ async def list_bench_calendar(
     _: Reader,
     from_: From = None,
     to: To = None,
-) -> PageOut[ReservationOut]:
+) -> Response:
     """The bench's calendar: reservations holding it in [from, to), ordered by start."""
     start = from_ or service.now()
     end = to or start + DEFAULT_RANGE
