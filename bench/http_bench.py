@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from app.http.auth import token_digest
-from bench.floor import CAPABILITIES, bench_doc
+from bench.floor_sqlite import CAPABILITIES, bench_doc
 from bench.harness import Server, WrkResult, floor_command, run_wrk, service_command, serving
 
 ADMIN_TOKEN = "bench-admin"
