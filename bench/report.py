@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.support.data_model import documented
+
 REPO = Path(__file__).resolve().parents[1]
 PERFORMANCE = REPO / "docs" / "performance.md"
-DATA_MODEL = REPO / "docs" / "data-model.md"
 
 # Which access pattern of docs/data-model.md each scenario's requests are.
 ACCESS_PATTERN = {
@@ -37,15 +38,8 @@ DYNAMODB_TARGET = 0.8
 def _round_trips() -> dict[str, tuple[str, str]]:
     """(DynamoDB, SQLite) round trips by access pattern, as docs/data-model.md gives them
     (tests/api/test_round_trips.py holds the doc to what the code does)."""
-    section = DATA_MODEL.read_text().split("\n## Access patterns\n", 1)[1].split("\n## ", 1)[0]
-    rows = [
-        [cell.strip() for cell in line.strip().strip("|").split("|")]
-        for line in section.splitlines()
-        if line.startswith("|")
-    ]
-    header, _rule, *body = rows
-    dynamo, sqlite = header.index("round trips"), header.index("SQLite round trips")
-    return {row[0]: (row[dynamo], row[sqlite]) for row in body}
+    dynamo, sqlite = documented("round trips"), documented("SQLite round trips")
+    return {pattern: (cell, sqlite[pattern]) for pattern, cell in dynamo.items()}
 
 
 def _short(cell: str) -> str:

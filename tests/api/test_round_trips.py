@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol, cast
 
 import aiosqlite
@@ -30,8 +29,8 @@ from app.store.sqlite.store import SqliteStore
 from tests.api.test_benches import RIG1
 from tests.conftest import ADMIN, AGENT1, ALICE, CI
 from tests.contract.dynamodb.support import RecordingClient
+from tests.support.data_model import documented
 
-DATA_MODEL = Path(__file__).parents[2] / "docs" / "data-model.md"
 TOMORROW = "2026-11-26"  # the tests' clock starts at 2026-11-25T08:00Z
 LATER = datetime(2026, 11, 28, tzinfo=UTC)  # after every window and lease below
 
@@ -73,19 +72,6 @@ CASES: dict[str, tuple[str, dict[str, int]]] = {
     "complete a task": ("complete / fail a task", {"n": 3, "u": 2}),
     "retire a bench": ("change or retire a bench", {}),
 }
-
-
-def documented(column: str) -> dict[str, str]:
-    """The access-pattern table's cells of ``column``, by access pattern."""
-    section = DATA_MODEL.read_text().split("\n## Access patterns\n", 1)[1].split("\n## ", 1)[0]
-    rows = [
-        [cell.strip() for cell in line.strip().strip("|").split("|")]
-        for line in section.splitlines()
-        if line.startswith("|")
-    ]
-    header, _rule, *body = rows
-    at = header.index(column)
-    return {row[0]: row[at] for row in body}
 
 
 _TERM = r"(?:\d*[a-z]|\d+)"
