@@ -72,12 +72,19 @@ def test_a_report_is_kept_while_the_service_is_down_and_delivered_after(tmp_path
         )
         assert held is not None
         assert held["report"]["kind"] == "complete"
+        # The agent has tried and failed to send it before the service comes back (the
+        # report is saved before the first try, so the state alone does not say that).
+        poll(
+            agent.log,
+            lambda log: "report not delivered" in log,
+            timeout=20,
+            what="a failed delivery while the service is down",
+        )
         bench.api.restart()
 
         assert bench.finished(run.execution_id).status == "passed"
         assert bench.task(run).attempts == 1
         poll(bench.state, lambda held: held is None, timeout=10, what="the state to clear")
-        assert "report not delivered" in agent.log()
 
 
 def test_a_recorded_report_is_sent_by_the_next_agent(tmp_path: Path) -> None:
