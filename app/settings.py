@@ -119,6 +119,18 @@ class Settings(BaseSettings):
 
     # Requests per second per caller, in each process, with bursts up to rate_limit_burst;
     # 0 turns limiting off.
+    # The event log: how long events are kept (a stream resumes within it, 410 beyond), and
+    # how soon before a reservation's end `reservation.ending_soon` is raised.
+    event_retention_h: int = Field(default=168, ge=1, le=24 * 90)
+    ending_soon_min: int = Field(default=15, ge=1, le=24 * 60)
+    # DynamoDB only: the log is read up to this long ago, so a transaction that started
+    # earlier but committed later is not skipped (SQLite commits in log order).
+    event_settle_ms: int = Field(default=1000, ge=0, le=60_000)
+    # How often an open stream (and the webhook relay) looks for new events.
+    event_poll_ms: int = Field(default=250, ge=10, le=10_000)
+    # Webhook targets on these networks are allowed although private or loopback
+    # (comma-separated CIDRs, e.g. "127.0.0.0/8,10.20.0.0/16").
+    webhook_allow_networks: str = ""
     rate_limit_per_s: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)
 
@@ -148,6 +160,14 @@ class Settings(BaseSettings):
     @property
     def task_lease(self) -> timedelta:
         return timedelta(seconds=self.task_lease_s)
+
+    @property
+    def event_retention(self) -> timedelta:
+        return timedelta(hours=self.event_retention_h)
+
+    @property
+    def ending_soon(self) -> timedelta:
+        return timedelta(minutes=self.ending_soon_min)
 
     @property
     def max_reservation(self) -> timedelta:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,9 +39,24 @@ from app.store.base import (
     Store,
     VersionMismatch,
 )
+from app.timeutil import rfc3339
 from app.versioning import VersionExpectation
 
-AUDIT: AuditTrail[Bench] = AuditTrail("bench", lambda bench: bench.bench_id, Bench.audited)
+_BENCH_EVENTS = {"created": "bench.registered", "updated": "bench.changed", "retired": "bench.retired"}
+
+
+def _bench_view(bench: Bench) -> dict[str, Any]:
+    return {"bench_id": bench.bench_id, **bench.config(), "version": bench.version}
+
+
+AUDIT: AuditTrail[Bench] = AuditTrail(
+    "bench",
+    lambda bench: bench.bench_id,
+    Bench.audited,
+    raises=lambda action, before, after: _BENCH_EVENTS.get(action),
+    view=_bench_view,
+    scope=lambda bench: (bench.bench_id, None),
+)
 # A bench's liveness transitions: history entries of their own, numbered by the bench's
 # transition count, so recording one never moves the bench's version (its ETag).
 LIVENESS_LOG = "bench_liveness"
@@ -183,6 +198,20 @@ class BenchService:
                 action=change.action,
                 before={"liveness": change.was.value},
                 after={"liveness": change.liveness.value},
+            )
+            event = AUDIT.event(f"bench.{change.liveness.value}", seen, actor, at=change.at)
+            entry = replace(
+                entry,
+                event=replace(
+                    event,
+                    data={
+                        **event.data,
+                        "liveness": change.liveness.value,
+                        "last_heartbeat_at": None
+                        if seen.last_heartbeat is None
+                        else rfc3339(seen.last_heartbeat.at),
+                    },
+                ),
             )
             try:
                 await self._store.benches.record_liveness(seen, change.liveness, entry)

@@ -17,6 +17,7 @@ from app.executions.domain import (
     Execution,
     ExecutionStatus,
     Task,
+    TaskStatus,
     cancel_task,
     transition,
     verdict,
@@ -58,10 +59,72 @@ def _task_snapshot(task: Task) -> dict[str, Any]:
     }
 
 
+def _execution_event(action: str, before: Execution | None, after: Execution) -> str | None:
+    if action == "created":
+        return "execution.queued"
+    if before is not None and before.status is not after.status:
+        if after.status.is_terminal:
+            return "execution.finished"
+        if after.status is ExecutionStatus.RUNNING:
+            return "execution.started"
+    return None
+
+
+def _execution_view(execution: Execution) -> dict[str, Any]:
+    return {
+        "execution_id": execution.execution_id,
+        "reservation_id": execution.reservation_id,
+        "bench_id": execution.bench_id,
+        "created_by": execution.created_by,
+        "commit_sha": execution.commit_sha,
+        "pipeline_url": execution.pipeline_url,
+        **execution.snapshot(),
+        # The verdict, once there is one (the status of a finished run).
+        "verdict": execution.status.value if execution.status.is_terminal else None,
+        "version": execution.version,
+    }
+
+
+def _task_event(action: str, before: Task | None, after: Task) -> str | None:
+    if action == "claimed":
+        return "task.claimed"
+    if before is None or before.status is not TaskStatus.LEASED:
+        return None
+    if after.status is TaskStatus.PENDING:
+        return "task.retried"  # a retryable failure or a lease that ran out
+    if after.status is TaskStatus.DEAD:
+        return "task.dead"
+    return None
+
+
+def _task_view(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "execution_id": task.execution_id,
+        "bench_id": task.bench_id,
+        "seq": task.seq,
+        "type": task.type,
+        **_task_snapshot(task),
+        "version": task.version,
+    }
+
+
 EXECUTION_AUDIT: AuditTrail[Execution] = AuditTrail(
-    "execution", lambda execution: execution.execution_id, Execution.snapshot
+    "execution",
+    lambda execution: execution.execution_id,
+    Execution.snapshot,
+    raises=_execution_event,
+    view=_execution_view,
+    scope=lambda execution: (execution.bench_id, execution.created_by),
 )
-TASK_AUDIT: AuditTrail[Task] = AuditTrail("task", lambda task: task.task_id, _task_snapshot)
+TASK_AUDIT: AuditTrail[Task] = AuditTrail(
+    "task",
+    lambda task: task.task_id,
+    _task_snapshot,
+    raises=_task_event,
+    view=_task_view,
+    scope=lambda task: (task.bench_id, None),
+)
 
 
 def settle(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from app.events.domain import DomainEvent, EntityRef, new_event
 from app.identity import Actor
 
 
@@ -20,6 +21,9 @@ class HistoryEntry:
     request_id: str
     action: str
     changes: dict[str, Any] = field(default_factory=dict)
+    # The event this change raises, stored in the same write as the entry (not read back:
+    # the event log is where events are read).
+    event: DomainEvent | None = field(default=None, compare=False)
 
 
 def record_change(
@@ -74,9 +78,14 @@ class AuditTrail(Generic[A]):
     entity_type: str
     id_of: Callable[[A], str]
     snapshot: Callable[[A], dict[str, Any]]
+    # The event type a change raises (None: none), from its action and both versions.
+    raises: Callable[[str, A | None, A], str | None] = lambda action, before, after: None
+    # The resource as an event carries it, and the (bench_id, user_id) it concerns.
+    view: Callable[[A], dict[str, Any]] | None = None
+    scope: Callable[[A], tuple[str | None, str | None]] = lambda resource: (None, None)
 
     def entry(self, after: A, actor: Actor, action: str, before: A | None) -> HistoryEntry:
-        return record_change(
+        entry = record_change(
             entity_type=self.entity_type,
             entity_id=self.id_of(after),
             version=after.version,
@@ -85,4 +94,22 @@ class AuditTrail(Generic[A]):
             action=action,
             before=None if before is None else self.snapshot(before),
             after=self.snapshot(after),
+        )
+        raised = self.raises(action, before, after)
+        if raised is None:
+            return entry
+        return replace(entry, event=self.event(raised, after, actor))
+
+    def event(self, type: str, resource: A, actor: Actor, at: datetime | None = None) -> DomainEvent:
+        """The event ``type`` about ``resource`` as it is now (time-driven events too)."""
+        bench_id, user_id = self.scope(resource)
+        data = (self.view or self.snapshot)(resource)
+        return new_event(
+            type,
+            at=resource.updated_at if at is None else at,
+            actor=actor.subject,
+            entity=EntityRef(self.entity_type, self.id_of(resource), resource.version),
+            bench_id=bench_id,
+            user_id=user_id,
+            data=data,
         )

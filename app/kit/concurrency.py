@@ -89,7 +89,10 @@ async def change_versioned(
         except ItemNotFound as error:
             raise NotFound(f"{what} does not exist") from error
         except VersionMismatch as mismatch:
-            if expectation is not None and not expectation.any_version:
+            # The same version: something that is not configuration moved (a milestone
+            # announced), so the caller's If-Match still holds; decide again.
+            moved = mismatch.current.version != current.version
+            if moved and expectation is not None and not expectation.any_version:
                 raise stale(what, mismatch.current.version) from mismatch
             raise
         return updated

@@ -92,6 +92,9 @@ class Reservation:
     version: int
     created_at: datetime
     updated_at: datetime
+    # Time-driven milestones raised so far: 1 once started, 2 once ending soon. Not
+    # configuration: announcing one moves neither version nor updated_at.
+    announced: int = 0
 
     @property
     def window(self) -> Window:

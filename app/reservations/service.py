@@ -75,8 +75,39 @@ def _snapshot(reservation: Reservation) -> dict[str, Any]:
     }
 
 
+def _reservation_event(
+    action: str, before: Reservation | None, after: Reservation
+) -> str | None:
+    if action == "updated":
+        assert before is not None
+        moved = before.window != after.window or before.bench_id != after.bench_id
+        return "reservation.moved" if moved else "reservation.changed"
+    return _RESERVATION_EVENTS.get(action)
+
+
+_RESERVATION_EVENTS = {
+    "created": "reservation.created",
+    "cancelled": "reservation.cancelled",
+    "released": "reservation.released",
+    "completed": "reservation.ended",
+}
+
+
+def _reservation_view(reservation: Reservation) -> dict[str, Any]:
+    return {
+        "reservation_id": reservation.reservation_id,
+        **_snapshot(reservation),
+        "version": reservation.version,
+    }
+
+
 AUDIT: AuditTrail[Reservation] = AuditTrail(
-    "reservation", lambda reservation: reservation.reservation_id, _snapshot
+    "reservation",
+    lambda reservation: reservation.reservation_id,
+    _snapshot,
+    raises=_reservation_event,
+    view=_reservation_view,
+    scope=lambda reservation: (reservation.bench_id, reservation.user_id),
 )
 
 

@@ -13,10 +13,12 @@ from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from app.benches.domain import Bench, Heartbeat, Liveness
+from app.events.domain import DomainEvent
 from app.executions.domain import Execution, ExecutionStatus, Task
 from app.history.domain import HistoryEntry
 from app.reservations.domain import BookedSlot, Reservation
 from app.timeutil import to_iso
+from app.webhooks.domain import Delivery, Webhook
 
 T = TypeVar("T")
 
@@ -86,6 +88,10 @@ class BenchNotBookable(StoreError):
     def __init__(self, bench: Bench | None) -> None:
         super().__init__("bench not bookable")
         self.bench = bench
+
+
+class PositionNotKept(StoreError):
+    """A position in the event log older than the log keeps, or one it never gave."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +195,19 @@ class ReservationRepository(Protocol):
         """Booked reservations whose window ended at or before ``before``, earliest end
         first: the ones housekeeping marks completed."""
 
+    async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:
+        """Booked reservations with a milestone not yet announced whose milestone time
+        (its start while ``announced`` is 0, its end while it is 1) is at or before
+        ``before``, soonest first."""
+
+    async def announce(
+        self, current: Reservation, announced: int, events: Sequence[DomainEvent]
+    ) -> None:
+        """Set ``announced`` and store ``events`` in one write, if the reservation is still
+        at ``current``'s version and announced count: whoever wins raises them, once.
+        Version and updated_at stay. Raises ItemNotFound, or VersionMismatch carrying the
+        stored reservation."""
+
 
 def reservation_page_key(reservation: Reservation) -> str:
     return f"{to_iso(reservation.start)}|{reservation.reservation_id}"
@@ -277,6 +296,68 @@ class HistoryRepository(Protocol):
         their retention at ``now`` are left out (a store may delete them later)."""
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event as the log holds it: ``position`` is where a reader resumes after it."""
+
+    position: str
+    event: DomainEvent
+
+
+class EventLog(Protocol):
+    async def read(self, after: str | None, limit: int, *, now: datetime) -> list[LoggedEvent]:
+        """Events in commit order after ``after`` (None: from the oldest kept). Raises
+        PositionNotKept when events after ``after`` may have been deleted already."""
+
+    async def head(self, *, now: datetime) -> str | None:
+        """The position after the newest event readable now (None: from the start)."""
+
+
+class WebhookRepository(Protocol):
+    async def create(self, webhook: Webhook, entry: HistoryEntry) -> None: ...
+
+    async def get(self, webhook_id: str) -> Webhook | None: ...
+
+    async def update(self, current: Webhook, updated: Webhook, entry: HistoryEntry) -> None:
+        """Raises ItemNotFound, or VersionMismatch carrying the stored subscription."""
+
+    async def delete(self, current: Webhook, entry: HistoryEntry) -> None:
+        """Raises ItemNotFound, or VersionMismatch carrying the stored subscription."""
+
+    async def record_failing(self, webhook_id: str, failing_since: datetime | None) -> None:
+        """The failure run's start: no version change (it is not configuration)."""
+
+    async def find(self, owner: str | None, limit: int, after: str | None) -> Page[Webhook]:
+        """By webhook_id; ``owner`` None: everyone's."""
+
+
+class DeliveryRepository(Protocol):
+    async def add(self, deliveries: Sequence[Delivery]) -> int:
+        """Store each one that is not stored yet; how many were new."""
+
+    async def get(self, webhook_id: str, delivery_id: str) -> Delivery | None: ...
+
+    async def update(self, current: Delivery, updated: Delivery) -> None:
+        """Raises ItemNotFound, or VersionMismatch carrying the stored delivery."""
+
+    async def find(self, webhook_id: str, limit: int, after: str | None) -> Page[Delivery]:
+        """A subscription's deliveries, oldest event first."""
+
+    async def find_due(self, now: datetime, limit: int) -> list[Delivery]:
+        """Open deliveries due at or before ``now`` (waiting ones, and claimed ones whose
+        sender's lease ran out), soonest first."""
+
+    async def first_open(self, webhook_id: str, entity_key: str) -> str | None:
+        """The id of the subscription's oldest open delivery about that entity: only it may
+        be sent, so receivers see an entity's events in order."""
+
+    async def relay_position(self) -> tuple[int, str | None]:
+        """(version, position) of the fan-out's checkpoint in the event log; (0, None)."""
+
+    async def advance_relay(self, version: int, position: str) -> bool:
+        """Move the checkpoint if still at ``version``; False when another moved it."""
+
+
 class Store(Protocol):
     # Read-only in the protocol, so adapters may expose their concrete repositories.
     @property
@@ -293,6 +374,15 @@ class Store(Protocol):
 
     @property
     def executions(self) -> ExecutionRepository: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def deliveries(self) -> DeliveryRepository: ...
 
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve requests."""

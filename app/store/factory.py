@@ -13,4 +13,6 @@ async def open_store(settings: Settings) -> Store:
         return await DynamoStore.open(settings)
     from app.store.sqlite.store import SqliteStore
 
-    return await SqliteStore.open(settings.sqlite_path, settings.history_retention)
+    return await SqliteStore.open(
+        settings.sqlite_path, settings.history_retention, settings.event_retention
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from app.events.domain import DomainEvent
 from app.history.domain import HistoryEntry
 from app.store.base import IdempotencyKeyTaken, IdempotencyRecord, StoreUnavailable
 from app.store.sqlite.idempotency import KEYS
@@ -27,18 +28,31 @@ from app.store.sqlite.schema import SCHEMA, add_missing_columns
 from app.timeutil import to_iso
 
 
+# How long the event log keeps events unless told otherwise (settings: event_retention_h).
+DEFAULT_EVENT_RETENTION = timedelta(days=7)
+
+
 class SqliteDatabase:
     """The connection and the transaction discipline every repository shares."""
 
     def __init__(
-        self, connection: aiosqlite.Connection, history_retention: timedelta | None = None
+        self,
+        connection: aiosqlite.Connection,
+        history_retention: timedelta | None = None,
+        event_retention: timedelta = DEFAULT_EVENT_RETENTION,
     ) -> None:
         self._connection = connection
         self._lock = asyncio.Lock()
         self.history_retention = history_retention
+        self.event_retention = event_retention
 
     @classmethod
-    async def open(cls, path: str, history_retention: timedelta | None = None) -> SqliteDatabase:
+    async def open(
+        cls,
+        path: str,
+        history_retention: timedelta | None = None,
+        event_retention: timedelta = DEFAULT_EVENT_RETENTION,
+    ) -> SqliteDatabase:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
@@ -51,7 +65,7 @@ class SqliteDatabase:
         await add_missing_columns(connection)
         # After every column change: the outbox triggers copy the live columns.
         await install_outbox(connection)
-        return cls(connection, history_retention)
+        return cls(connection, history_retention, event_retention)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -104,6 +118,18 @@ class SqliteDatabase:
                 json.dumps(entry.changes),
                 None if retention is None else to_iso(entry.at + retention),
             ),
+        )
+        if entry.event is not None:
+            await self.insert_events(connection, [entry.event])
+
+    @staticmethod
+    async def insert_events(
+        connection: aiosqlite.Connection, events: list[DomainEvent]
+    ) -> None:
+        """Inside the caller's write transaction: the log gets them only if it commits."""
+        await connection.executemany(
+            "INSERT INTO events (event_id, at, body) VALUES (?, ?, ?)",
+            [(e.event_id, to_iso(e.at), json.dumps(e.to_json())) for e in events],
         )
 
     @staticmethod

@@ -7,12 +7,14 @@ reservation, so no other booking can slip in between the check and the insert.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
 from app.benches.domain import AdminState
+from app.events.domain import DomainEvent
 from app.history.domain import HistoryEntry
 from app.reservations.domain import (
     HOLDING_STATES,
@@ -49,6 +51,7 @@ def _reservation_row(reservation: Reservation) -> dict[str, Any]:
         "version": reservation.version,
         "created_at": to_iso(reservation.created_at),
         "updated_at": to_iso(reservation.updated_at),
+        "announced": reservation.announced,
     }
 
 
@@ -64,6 +67,7 @@ def _reservation_from_row(row: sqlite3.Row) -> Reservation:
         version=row["version"],
         created_at=from_iso(row["created_at"]),
         updated_at=from_iso(row["updated_at"]),
+        announced=row["announced"],
     )
 
 
@@ -108,7 +112,9 @@ class SqliteReservationRepository:
             stored = await _RESERVATIONS.read(connection, current.reservation_id)
             if stored is None:
                 raise ItemNotFound(current.reservation_id)
-            if stored.version != current.version:
+            # A milestone announced since the caller read it moves no version, but the
+            # caller's copy would undo it: decide again on the stored one.
+            if stored.version != current.version or stored.announced != current.announced:
                 raise VersionMismatch(stored)
             if updated.holds_bench:
                 await self._check_free(connection, updated)
@@ -163,6 +169,37 @@ class SqliteReservationRepository:
                 [ReservationState.BOOKED.value, to_iso(before), limit],
                 'ORDER BY "end", reservation_id LIMIT ?',
             )
+
+    async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:
+        at = to_iso(before)
+        booked = ReservationState.BOOKED.value
+        async with self._db.read() as connection:
+            found = await _RESERVATIONS.select(
+                connection,
+                "reservation_id IN (SELECT reservation_id FROM reservations"
+                " WHERE state = ? AND announced = 0 AND start <= ?"
+                " UNION SELECT reservation_id FROM reservations"
+                ' WHERE state = ? AND announced = 1 AND "end" <= ?)',
+                [booked, at, booked, at],
+            )
+        found.sort(key=lambda r: (r.start if r.announced == 0 else r.end, r.reservation_id))
+        return found[:limit]
+
+    async def announce(
+        self, current: Reservation, announced: int, events: Sequence[DomainEvent]
+    ) -> None:
+        async with self._db.write() as connection:
+            cursor = await connection.execute(
+                "UPDATE reservations SET announced = ?"
+                " WHERE reservation_id = ? AND version = ? AND announced = ?",
+                (announced, current.reservation_id, current.version, current.announced),
+            )
+            if cursor.rowcount == 0:
+                stored = await _RESERVATIONS.read(connection, current.reservation_id)
+                if stored is None:
+                    raise ItemNotFound(current.reservation_id)
+                raise VersionMismatch(stored)
+            await self._db.insert_events(connection, list(events))
 
     @staticmethod
     async def _check_free(connection: aiosqlite.Connection, reservation: Reservation) -> None:

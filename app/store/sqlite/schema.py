@@ -114,6 +114,56 @@ CREATE TABLE IF NOT EXISTS history (
     expires_at TEXT,
     PRIMARY KEY (entity_type, entity_id, version)
 );
+-- The event log. AUTOINCREMENT: a seq is never reused, so "after seq N" never skips one,
+-- and writers are serialised by SQLite's write lock, so seqs commit in order.
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_at ON events(at);
+CREATE TABLE IF NOT EXISTS webhooks (
+    webhook_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    bench_id TEXT,
+    user_id TEXT,
+    format TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    state TEXT NOT NULL,
+    disabled_reason TEXT,
+    failing_since TEXT,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_by_owner ON webhooks(owner, webhook_id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    webhook_id TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    event TEXT NOT NULL,
+    status TEXT NOT NULL,
+    due_at TEXT,
+    attempts TEXT NOT NULL,
+    sender TEXT,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (webhook_id, delivery_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at)
+    WHERE status IN ('pending', 'sending');
+CREATE INDEX IF NOT EXISTS deliveries_open_by_entity
+    ON deliveries(webhook_id, entity_key, delivery_id) WHERE status IN ('pending', 'sending');
+"""
+
+# Indexes on added columns: created once the columns exist (old files gain them first).
+_LATER_INDEXES = """
+CREATE INDEX IF NOT EXISTS reservations_unannounced ON reservations(announced, start, "end")
+    WHERE state = 'booked' AND announced < 2;
 """
 
 
@@ -124,6 +174,7 @@ _ADDED_COLUMNS = (
     ("benches", "concurrency", "INTEGER NOT NULL DEFAULT 1"),
     ("benches", "liveness_changes", "INTEGER NOT NULL DEFAULT 0"),
     ("history", "expires_at", "TEXT"),
+    ("reservations", "announced", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -132,3 +183,4 @@ async def add_missing_columns(connection: aiosqlite.Connection) -> None:
         rows = await connection.execute_fetchall(f"PRAGMA table_info({table})")
         if column not in {row["name"] for row in rows}:
             await connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    await connection.executescript(_LATER_INDEXES)

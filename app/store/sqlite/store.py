@@ -12,12 +12,14 @@ from datetime import datetime, timedelta
 
 from app.store.base import StoreUnavailable
 from app.store.sqlite.benches import SqliteBenchRepository
-from app.store.sqlite.database import SqliteDatabase
+from app.store.sqlite.database import DEFAULT_EVENT_RETENTION, SqliteDatabase
+from app.store.sqlite.events import SqliteEventLog
 from app.store.sqlite.executions import SqliteExecutionRepository
 from app.store.sqlite.history import SqliteHistoryRepository
 from app.store.sqlite.idempotency import SqliteIdempotencyRepository
 from app.store.sqlite.outbox import OUTBOX_TABLE
 from app.store.sqlite.reservations import SqliteReservationRepository
+from app.store.sqlite.webhooks import SqliteDeliveryRepository, SqliteWebhookRepository
 from app.timeutil import to_iso
 
 
@@ -29,11 +31,19 @@ class SqliteStore:
         self.reservations = SqliteReservationRepository(db)
         self.idempotency = SqliteIdempotencyRepository(db)
         self.executions = SqliteExecutionRepository(db)
+        self.events = SqliteEventLog(db)
+        self.webhooks = SqliteWebhookRepository(db)
+        self.deliveries = SqliteDeliveryRepository(db)
 
     @classmethod
-    async def open(cls, path: str, history_retention: timedelta | None = None) -> SqliteStore:
+    async def open(
+        cls,
+        path: str,
+        history_retention: timedelta | None = None,
+        event_retention: timedelta = DEFAULT_EVENT_RETENTION,
+    ) -> SqliteStore:
         try:
-            return cls(await SqliteDatabase.open(path, history_retention))
+            return cls(await SqliteDatabase.open(path, history_retention, event_retention))
         except (sqlite3.Error, OSError) as error:
             raise StoreUnavailable(f"cannot open SQLite store at {path}: {error}") from error
 
@@ -45,10 +55,15 @@ class SqliteStore:
             raise StoreUnavailable(str(error)) from error
 
     async def purge_expired(self, now: datetime) -> int:
-        """History past its expiry, and outbox events older than the same retention."""
+        """History past its expiry, outbox rows older than the same retention, and the
+        event log's events older than its own."""
+        async with self._db.write() as connection:
+            logged = await connection.execute(
+                "DELETE FROM events WHERE at < ?", (to_iso(now - self._db.event_retention),)
+            )
         retention = self._db.history_retention
         if retention is None:
-            return 0
+            return logged.rowcount
         async with self._db.write() as connection:
             history = await connection.execute(
                 "DELETE FROM history WHERE expires_at IS NOT NULL AND expires_at <= ?",
@@ -58,7 +73,7 @@ class SqliteStore:
                 f"DELETE FROM {OUTBOX_TABLE} WHERE at <= ?",
                 (to_iso(now - retention),),
             )
-            return history.rowcount + events.rowcount
+            return history.rowcount + events.rowcount + logged.rowcount
 
     async def close(self) -> None:
         await self._db.close()

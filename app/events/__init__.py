@@ -1,0 +1,1 @@
+"""Domain events: what changed, raised by committed changes, streamed and delivered."""

@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions to domain events, delivered signed (Standard Webhooks)."""
