@@ -9,11 +9,13 @@ from fastapi import Depends, Request
 
 from app.benches.service import BenchService
 from app.clock import Clock
+from app.events.service import EventService
 from app.executions.service import ExecutionService
 from app.http.auth import current_principal
 from app.http.state import STATE_ATTRIBUTE
 from app.identity import Actor
 from app.logs import request_id_var
+from app.ops import lifecycle
 from app.reservations.service import ReservationService
 from app.settings import Settings
 from app.state import AppState
@@ -30,6 +32,16 @@ def reservation_service(store: Store, clock: Clock, settings: Settings) -> Reser
 
 def execution_service(store: Store, clock: Clock, settings: Settings) -> ExecutionService:
     return ExecutionService(store, clock, settings.task_lease)
+
+
+def event_service(store: Store, clock: Clock, settings: Settings) -> EventService:
+    return EventService(
+        store,
+        clock,
+        poll_s=settings.event_poll_ms / 1000,
+        keepalive_s=settings.event_keepalive_s,
+        stopping=lifecycle.stopping.is_set,
+    )
 
 
 # FastAPI runs plain ``def`` dependencies in a worker thread: these are ``async def``
@@ -68,7 +80,13 @@ async def _execution_service(request: Request) -> ExecutionService:
     return execution_service(state.store, state.clock, state.settings)
 
 
+async def _event_service(request: Request) -> EventService:
+    state = _state_of(request)
+    return event_service(state.store, state.clock, state.settings)
+
+
 ActorDep = Annotated[Actor, Depends(get_actor)]
+EventServiceDep = Annotated[EventService, Depends(_event_service)]
 BenchServiceDep = Annotated[BenchService, Depends(_bench_service)]
 ReservationServiceDep = Annotated[ReservationService, Depends(_reservation_service)]
 ExecutionServiceDep = Annotated[ExecutionService, Depends(_execution_service)]

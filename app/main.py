@@ -16,6 +16,7 @@ from fastapi_offline import FastAPIOffline
 from app.benches import router as benches
 from app.clock import Clock, SystemClock
 from app.errors import Unavailable
+from app.events import router as events
 from app.executions import router as executions
 from app.http import console
 from app.http.auth import TokenRegistry
@@ -27,7 +28,7 @@ from app.http.request_context import RequestContextMiddleware, RequestObserver
 from app.http.state import STATE_ATTRIBUTE
 from app.http.token_file import reload_on_sighup
 from app.logs import configure_logging
-from app.ops import health
+from app.ops import health, lifecycle
 from app.ops.housekeeping import Housekeeper, run_forever
 from app.ops.metrics import Metrics
 from app.reservations import router as reservations
@@ -130,6 +131,8 @@ def create_app(
     app.include_router(benches.router)
     app.include_router(reservations.router)
     app.include_router(executions.router)
+    app.include_router(events.router)
+    lifecycle.watch_uvicorn()
     return app
 
 

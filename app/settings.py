@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     event_settle_ms: int = Field(default=1000, ge=0, le=60_000)
     # How often an open stream (and the webhook relay) looks for new events.
     event_poll_ms: int = Field(default=250, ge=10, le=10_000)
+    # An idle stream sends a comment line this often, so proxies do not close it.
+    event_keepalive_s: float = Field(default=15.0, gt=0, le=300)
     # Webhook targets on these networks are allowed although private or loopback
     # (comma-separated CIDRs, e.g. "127.0.0.0/8,10.20.0.0/16").
     webhook_allow_networks: str = ""

@@ -54,15 +54,15 @@ class SqliteEventLog:
                 (seq,),
             )
         )
-        following, top = rows[0]["next"], rows[0]["top"]
-        if top is not None and seq > int(top):
+        following, top = rows[0]["next"], int(rows[0]["top"] or 0)
+        if seq > top:
             raise PositionNotKept(f"position {seq} is beyond the newest event ({top})")
         if following is not None and int(following) > seq + 1:
             raise PositionNotKept(
                 f"events after position {seq} are no longer kept; the oldest kept is"
                 f" {following}"
             )
-        if following is None and top is not None and int(top) > seq:
+        if following is None and top > seq:
             raise PositionNotKept(f"events after position {seq} are no longer kept")
 
 
