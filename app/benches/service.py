@@ -42,10 +42,14 @@ from app.store.base import (
 from app.timeutil import rfc3339
 from app.versioning import VersionExpectation
 
-_BENCH_EVENTS = {"created": "bench.registered", "updated": "bench.changed", "retired": "bench.retired"}
+_BENCH_EVENTS = {
+    "created": "bench.registered",
+    "updated": "bench.changed",
+    "retired": "bench.retired",
+}
 
 
-def _bench_view(bench: Bench) -> dict[str, Any]:
+def _bench_view(bench: Bench, at: datetime) -> dict[str, Any]:
     return {"bench_id": bench.bench_id, **bench.config(), "version": bench.version}
 
 

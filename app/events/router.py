@@ -89,5 +89,3 @@ async def events(
         # No proxy buffering and no caching: each message is meant to arrive at once.
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
-
-

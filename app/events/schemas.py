@@ -41,7 +41,9 @@ class EventOut(BaseModel):
             type=event.type,
             at=event.at,
             actor=event.actor,
-            entity=EntityOut(type=event.entity.type, id=event.entity.id, version=event.entity.version),
+            entity=EntityOut(
+                type=event.entity.type, id=event.entity.id, version=event.entity.version
+            ),
             bench_id=event.bench_id,
             user_id=event.user_id,
             data=event.data,

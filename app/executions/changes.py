@@ -70,7 +70,7 @@ def _execution_event(action: str, before: Execution | None, after: Execution) ->
     return None
 
 
-def _execution_view(execution: Execution) -> dict[str, Any]:
+def _execution_view(execution: Execution, at: datetime) -> dict[str, Any]:
     return {
         "execution_id": execution.execution_id,
         "reservation_id": execution.reservation_id,
@@ -97,7 +97,7 @@ def _task_event(action: str, before: Task | None, after: Task) -> str | None:
     return None
 
 
-def _task_view(task: Task) -> dict[str, Any]:
+def _task_view(task: Task, at: datetime) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "execution_id": task.execution_id,

@@ -80,8 +80,9 @@ class AuditTrail(Generic[A]):
     snapshot: Callable[[A], dict[str, Any]]
     # The event type a change raises (None: none), from its action and both versions.
     raises: Callable[[str, A | None, A], str | None] = lambda action, before, after: None
-    # The resource as an event carries it, and the (bench_id, user_id) it concerns.
-    view: Callable[[A], dict[str, Any]] | None = None
+    # The resource as an event raised at a moment carries it, and the (bench_id,
+    # user_id) it concerns.
+    view: Callable[[A, datetime], dict[str, Any]] | None = None
     scope: Callable[[A], tuple[str | None, str | None]] = lambda resource: (None, None)
 
     def entry(self, after: A, actor: Actor, action: str, before: A | None) -> HistoryEntry:
@@ -100,13 +101,16 @@ class AuditTrail(Generic[A]):
             return entry
         return replace(entry, event=self.event(raised, after, actor))
 
-    def event(self, type: str, resource: A, actor: Actor, at: datetime | None = None) -> DomainEvent:
+    def event(
+        self, type: str, resource: A, actor: Actor, at: datetime | None = None
+    ) -> DomainEvent:
         """The event ``type`` about ``resource`` as it is now (time-driven events too)."""
         bench_id, user_id = self.scope(resource)
-        data = (self.view or self.snapshot)(resource)
+        moment = resource.updated_at if at is None else at
+        data = self.snapshot(resource) if self.view is None else self.view(resource, moment)
         return new_event(
             type,
-            at=resource.updated_at if at is None else at,
+            at=moment,
             actor=actor.subject,
             entity=EntityRef(self.entity_type, self.id_of(resource), resource.version),
             bench_id=bench_id,

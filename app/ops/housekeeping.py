@@ -30,6 +30,7 @@ class HousekeepingReport:
     leases_expired: int = 0
     executions_timed_out: int = 0
     reservations_completed: int = 0
+    milestones_announced: int = 0
     liveness_changes_recorded: int = 0
     expired_records_purged: int = 0
 
@@ -40,6 +41,7 @@ class Housekeeper:
     ) -> None:
         self._store = store
         self._clock = clock
+        self._settings = settings
         self._metrics = metrics
         self._executions = execution_service(store, clock, settings)
         self._reservations = reservation_service(store, clock, settings)
@@ -51,6 +53,9 @@ class Housekeeper:
             leases_expired=await self._expire_leases(actor),
             executions_timed_out=await self._time_out_executions(actor),
             reservations_completed=await self._complete_reservations(actor),
+            milestones_announced=await self._reservations.announce_milestones(
+                actor, self._settings.ending_soon, BATCH
+            ),
             liveness_changes_recorded=await self._record_liveness(actor),
             expired_records_purged=await self._store.purge_expired(self._clock.now()),
         )

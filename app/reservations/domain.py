@@ -257,3 +257,19 @@ def free_windows(busy: Iterable[Window], search: Window, duration: timedelta) ->
     if search.end - cursor >= duration:
         gaps.append(Window(cursor, search.end))
     return gaps
+
+
+def milestones_due(
+    reservation: Reservation, now: datetime, ending_soon: timedelta
+) -> tuple[int, list[str]] | None:
+    """The milestones to announce now, once each, and the announced count they make; None
+    when there are none. A window that is over gets none here: completing it raises
+    ``reservation.ended``."""
+    if reservation.state is not ReservationState.BOOKED or now >= reservation.end:
+        return None
+    announced, raised = reservation.announced, []
+    if announced == 0 and reservation.start <= now:
+        announced, raised = 1, ["reservation.started"]
+    if announced == 1 and reservation.end - ending_soon <= now:
+        announced, raised = 2, [*raised, "reservation.ending_soon"]
+    return (announced, raised) if raised else None

@@ -33,6 +33,7 @@ from app.reservations.domain import (
     check_may_change,
     free_windows,
     mark_completed,
+    milestones_due,
     move,
     release,
     validate_window,
@@ -41,9 +42,11 @@ from app.store.base import (
     BenchNotBookable,
     BenchQuery,
     IdempotencyRecord,
+    ItemNotFound,
     Page,
     ReservationQuery,
     Store,
+    VersionMismatch,
     WindowTaken,
     reservation_page_key,
 )
@@ -75,9 +78,7 @@ def _snapshot(reservation: Reservation) -> dict[str, Any]:
     }
 
 
-def _reservation_event(
-    action: str, before: Reservation | None, after: Reservation
-) -> str | None:
+def _reservation_event(action: str, before: Reservation | None, after: Reservation) -> str | None:
     if action == "updated":
         assert before is not None
         moved = before.window != after.window or before.bench_id != after.bench_id
@@ -93,10 +94,11 @@ _RESERVATION_EVENTS = {
 }
 
 
-def _reservation_view(reservation: Reservation) -> dict[str, Any]:
+def _reservation_view(reservation: Reservation, at: datetime) -> dict[str, Any]:
     return {
         "reservation_id": reservation.reservation_id,
         **_snapshot(reservation),
+        "status": reservation.status(at).value,  # as of the event: active once started
         "version": reservation.version,
     }
 
@@ -440,6 +442,27 @@ class ReservationService:
             "completed",
         )
         return done if done.state is ReservationState.COMPLETED else None
+
+    async def announce_milestones(self, actor: Actor, ending_soon: timedelta, limit: int) -> int:
+        """Housekeeping: raise ``reservation.started`` and ``.ending_soon`` once each. The
+        conditional write decides who raises them: a replica that loses the race (or
+        meets a reservation that just moved) leaves it to the winner or the next pass."""
+        now = self._clock.now()
+        raised = 0
+        for reservation in await self._store.reservations.find_unannounced(
+            now + ending_soon, limit
+        ):
+            due = milestones_due(reservation, now, ending_soon)
+            if due is None:
+                continue
+            announced, types = due
+            events = [AUDIT.event(type, reservation, actor, at=now) for type in types]
+            try:
+                await self._store.reservations.announce(reservation, announced, events)
+            except (VersionMismatch, ItemNotFound):
+                continue
+            raised += len(events)
+        return raised
 
     async def _change(
         self,

@@ -18,9 +18,7 @@ from tests.conftest import ADMIN, AGENT1, ALICE, BOB, CI
 async def page(
     client: httpx.AsyncClient, headers: dict[str, str] = ADMIN, **params: Any
 ) -> dict[str, Any]:
-    response = await client.get(
-        "/v1/events", params={"format": "json", **params}, headers=headers
-    )
+    response = await client.get("/v1/events", params={"format": "json", **params}, headers=headers)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

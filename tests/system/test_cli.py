@@ -33,6 +33,7 @@ def test_housekeeping_once_prints_what_it_did(tmp_path: Path) -> None:
         "leases_expired": 0,
         "executions_timed_out": 0,
         "reservations_completed": 0,
+        "milestones_announced": 0,
         "liveness_changes_recorded": 0,
         "expired_records_purged": 0,
     }

@@ -27,7 +27,6 @@ from app.store.sqlite.outbox import install_outbox
 from app.store.sqlite.schema import SCHEMA, add_missing_columns
 from app.timeutil import to_iso
 
-
 # How long the event log keeps events unless told otherwise (settings: event_retention_h).
 DEFAULT_EVENT_RETENTION = timedelta(days=7)
 
@@ -123,9 +122,7 @@ class SqliteDatabase:
             await self.insert_events(connection, [entry.event])
 
     @staticmethod
-    async def insert_events(
-        connection: aiosqlite.Connection, events: list[DomainEvent]
-    ) -> None:
+    async def insert_events(connection: aiosqlite.Connection, events: list[DomainEvent]) -> None:
         """Inside the caller's write transaction: the log gets them only if it commits."""
         await connection.executemany(
             "INSERT INTO events (event_id, at, body) VALUES (?, ?, ?)",

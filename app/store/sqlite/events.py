@@ -59,8 +59,7 @@ class SqliteEventLog:
             raise PositionNotKept(f"position {seq} is beyond the newest event ({top})")
         if following is not None and int(following) > seq + 1:
             raise PositionNotKept(
-                f"events after position {seq} are no longer kept; the oldest kept is"
-                f" {following}"
+                f"events after position {seq} are no longer kept; the oldest kept is {following}"
             )
         if following is None and top > seq:
             raise PositionNotKept(f"events after position {seq} are no longer kept")
