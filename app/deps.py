@@ -20,6 +20,8 @@ from app.reservations.service import ReservationService
 from app.settings import Settings
 from app.state import AppState
 from app.store.base import Store
+from app.webhooks.service import WebhookService
+from app.webhooks.targets import allowed_networks
 
 
 def bench_service(store: Store, clock: Clock) -> BenchService:
@@ -42,6 +44,10 @@ def event_service(store: Store, clock: Clock, settings: Settings) -> EventServic
         keepalive_s=settings.event_keepalive_s,
         stopping=lifecycle.stopping.is_set,
     )
+
+
+def webhook_service(store: Store, clock: Clock, settings: Settings) -> WebhookService:
+    return WebhookService(store, clock, allowed_networks(settings.webhook_allow_networks))
 
 
 # FastAPI runs plain ``def`` dependencies in a worker thread: these are ``async def``
@@ -85,7 +91,13 @@ async def _event_service(request: Request) -> EventService:
     return event_service(state.store, state.clock, state.settings)
 
 
+async def _webhook_service(request: Request) -> WebhookService:
+    state = _state_of(request)
+    return webhook_service(state.store, state.clock, state.settings)
+
+
 ActorDep = Annotated[Actor, Depends(get_actor)]
+WebhookServiceDep = Annotated[WebhookService, Depends(_webhook_service)]
 EventServiceDep = Annotated[EventService, Depends(_event_service)]
 BenchServiceDep = Annotated[BenchService, Depends(_bench_service)]
 ReservationServiceDep = Annotated[ReservationService, Depends(_reservation_service)]

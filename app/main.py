@@ -36,6 +36,11 @@ from app.settings import Settings
 from app.state import AppState
 from app.store.base import Store, StoreUnavailable
 from app.store.factory import open_store
+from app.webhooks import router as webhooks
+from app.webhooks.relay import Relay
+from app.webhooks.relay import run_forever as deliver_webhooks
+from app.webhooks.sender import Sender, http_client
+from app.webhooks.targets import allowed_networks
 
 logger = logging.getLogger("app")
 
@@ -88,17 +93,39 @@ def create_app(
         started.append(state)
         logger.info("store ready", extra={"store": settings.store})
         stop_reloading_tokens = reload_on_sighup(tokens.reload)
-        chores = None
+        loops: list[asyncio.Task[None]] = []
         if settings.housekeeping_interval_s > 0:
             housekeeper = Housekeeper(state.store, state.clock, settings, state.metrics)
-            chores = asyncio.create_task(run_forever(housekeeper, settings.housekeeping_interval_s))
+            loops.append(
+                asyncio.create_task(run_forever(housekeeper, settings.housekeeping_interval_s))
+            )
+        webhook_http = None
+        if settings.webhook_delivery:
+            webhook_http = http_client()
+            loops.append(
+                asyncio.create_task(
+                    deliver_webhooks(
+                        Relay(state.store, state.clock),
+                        Sender(
+                            state.store,
+                            state.clock,
+                            allowed_networks(settings.webhook_allow_networks),
+                            webhook_http,
+                        ),
+                        settings.event_poll_ms / 1000,
+                        lifecycle.stopping.is_set,
+                    )
+                )
+            )
         try:
             yield
         finally:
-            if chores is not None:
-                chores.cancel()
+            for loop in loops:
+                loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await chores
+                    await loop
+            if webhook_http is not None:
+                await webhook_http.aclose()
             started.remove(state)
             stop_reloading_tokens()
             await tokens.aclose()
@@ -132,6 +159,7 @@ def create_app(
     app.include_router(reservations.router)
     app.include_router(executions.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     lifecycle.watch_uvicorn()
     return app
 

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # Webhook targets on these networks are allowed although private or loopback
     # (comma-separated CIDRs, e.g. "127.0.0.0/8,10.20.0.0/16").
     webhook_allow_networks: str = ""
+    # Whether this process fans events out to webhooks and sends them (every replica may;
+    # claims keep each attempt to one sender).
+    webhook_delivery: bool = True
     rate_limit_per_s: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)
 
@@ -162,6 +165,14 @@ class Settings(BaseSettings):
     @property
     def task_lease(self) -> timedelta:
         return timedelta(seconds=self.task_lease_s)
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from app.webhooks.targets import allowed_networks
+
+        allowed_networks(value)  # raises, naming the network that is not one
+        return value
 
     @property
     def event_retention(self) -> timedelta:

@@ -122,6 +122,7 @@ def store_settings(
             cursor_secret="test-secret",
             housekeeping_interval_s=0,
             rate_limit_per_s=0,
+            webhook_delivery=False,
         )
     path = ":memory:" if kind == "sqlite-memory" else str(tmp_path / "orchestrator.db")
     return Settings(
@@ -131,6 +132,7 @@ def store_settings(
         cursor_secret="test-secret",
         housekeeping_interval_s=0,
         rate_limit_per_s=0,
+        webhook_delivery=False,
     )
 
 

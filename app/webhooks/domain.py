@@ -227,3 +227,37 @@ def webhook_after_attempt(webhook: Webhook, delivered: bool, now: datetime) -> W
             updated_at=now,
         )
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookChanges:
+    """A PATCH: None leaves a field as it is (a filter is cleared with an empty string)."""
+
+    url: str | None = None
+    events: tuple[str, ...] | None = None
+    bench_id: str | None = None
+    user_id: str | None = None
+    format: WebhookFormat | None = None
+    state: WebhookState | None = None
+
+
+def change_webhook(webhook: Webhook, changes: WebhookChanges, now: datetime) -> Webhook:
+    """``webhook`` itself when nothing changes. Re-enabling clears the failure record."""
+    state = webhook.state if changes.state is None else changes.state
+    updated = replace(
+        webhook,
+        url=webhook.url if changes.url is None else changes.url,
+        events=webhook.events if changes.events is None else changes.events,
+        bench_id=webhook.bench_id if changes.bench_id is None else (changes.bench_id or None),
+        user_id=webhook.user_id if changes.user_id is None else (changes.user_id or None),
+        format=webhook.format if changes.format is None else changes.format,
+        state=state,
+        disabled_reason=None if state is WebhookState.ACTIVE else webhook.disabled_reason,
+    )
+    if updated == webhook:
+        return webhook
+    return replace(updated, version=webhook.version + 1, updated_at=now)
+
+
+def rotate_secret(webhook: Webhook, secret: str, now: datetime) -> Webhook:
+    return replace(webhook, secret=secret, version=webhook.version + 1, updated_at=now)

@@ -40,7 +40,6 @@ from app.store.dynamodb.calls import (
 )
 from app.store.dynamodb.codec import (
     Action,
-    HistoryTable,
     Item,
     bench_key,
     capability_key,
@@ -51,6 +50,7 @@ from app.store.dynamodb.codec import (
     put_record,
     s,
 )
+from app.store.dynamodb.history import HistoryTable
 from app.store.dynamodb.tables import BENCH_LIST_INDEX, BENCH_LIST_PK, CAPABILITY_INDEX
 from app.timeutil import to_iso
 
@@ -77,7 +77,7 @@ class DynamoBenchRepository:
             }
         ]
         actions += [self._put_capability(bench.bench_id, tag) for tag in sorted(bench.capabilities)]
-        actions.append(self._history_table.put(entry))
+        actions += self._history_table.puts(entry)
         if idempotency is not None:
             actions.append(put_record(self._idempotency_table, idempotency))
         reasons = await transact(self._call, actions)
@@ -149,7 +149,7 @@ class DynamoBenchRepository:
             actions.append(
                 {"Delete": {"TableName": self._table, "Key": capability_key(bench.bench_id, tag)}}
             )
-        actions.append(self._history_table.put(entry))
+        actions += self._history_table.puts(entry)
         reasons = await transact(self._call, actions)
         if reasons is None:
             return
@@ -189,7 +189,7 @@ class DynamoBenchRepository:
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
             },
-            self._history_table.put(entry),
+            *self._history_table.puts(entry),
         ]
         reasons = await transact(self._call, actions)
         if reasons is None:

@@ -12,10 +12,33 @@ from datetime import date
 from typing import Any
 
 from app.benches.domain import Bench
-from app.reservations.domain import BookedSlot, Reservation
+from app.reservations.domain import BookedSlot, Reservation, Window
 from app.store.base import IdempotencyRecord
 from app.store.dynamodb.calls import CONDITION_FAILED, TRANSACTION_CONFLICT, Reasons, reason_code
-from app.store.dynamodb.codec import Action, Item, calendar_key, decode_slot, encode_slot, n
+from app.store.dynamodb.codec import Action, Item, n, s
+from app.timeutil import from_iso, to_iso
+
+
+def calendar_key(bench_id: str, day: date) -> Item:
+    return {"bench_id": s(bench_id), "day": s(day.isoformat())}
+
+
+def encode_slot(slot: BookedSlot) -> Item:
+    return {
+        "M": {
+            "reservation_id": s(slot.reservation_id),
+            "start": s(to_iso(slot.window.start)),
+            "end": s(to_iso(slot.window.end)),
+        }
+    }
+
+
+def decode_slot(value: Item) -> BookedSlot:
+    slot = value["M"]
+    return BookedSlot(
+        reservation_id=slot["reservation_id"]["S"],
+        window=Window(from_iso(slot["start"]["S"]), from_iso(slot["end"]["S"])),
+    )
 
 
 @dataclass(slots=True)

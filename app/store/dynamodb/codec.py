@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from app.benches.domain import DEFAULT_CONCURRENCY, AdminState, Bench, Heartbeat, Liveness
 from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.history.domain import HistoryEntry
-from app.reservations.domain import BookedSlot, Reservation, ReservationState, Window
+from app.reservations.domain import Reservation, ReservationState
 from app.store.base import IdempotencyRecord, execution_page_key
 from app.store.dynamodb.tables import (
+    ANNOUNCE_AT,
+    ANNOUNCE_PK,
+    ANNOUNCE_PK_ATTRIBUTE,
     BENCH_LIST_PK,
     BENCH_SK,
     CAPABILITY_SK_PREFIX,
@@ -120,18 +122,6 @@ def entity(entity_type: str, entity_id: str) -> str:
     return f"{entity_type}#{entity_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryTable:
-    """Where history entries go, and how long they are kept (None: for ever)."""
-
-    name: str
-    retention: timedelta | None = None
-
-    def put(self, entry: HistoryEntry) -> Action:
-        expires_at = None if self.retention is None else entry.at + self.retention
-        return put_history(self.name, entry, expires_at)
-
-
 def put_history(table: str, entry: HistoryEntry, expires_at: datetime | None = None) -> Action:
     item: Item = {
         "entity": s(entity(entry.entity_type, entry.entity_id)),
@@ -170,7 +160,7 @@ def decode_history(item: Item) -> HistoryEntry:
     )
 
 
-# --- reservations and their calendar -----------------------------------------------------
+# --- reservations --------------------------------------------------------------------------
 
 
 def reservation_key(reservation_id: str) -> Item:
@@ -189,10 +179,29 @@ def encode_reservation(reservation: Reservation) -> Item:
         "version": n(reservation.version),
         "created_at": s(to_iso(reservation.created_at)),
         "updated_at": s(to_iso(reservation.updated_at)),
+        "announced": n(reservation.announced),
     }
     if reservation.state is ReservationState.BOOKED:
         item["open_pk"] = s(OPEN_RESERVATION_PK)
+    item.update(announce_attributes(reservation, reservation.announced))
     return item
+
+
+def announce_at(reservation: Reservation, announced: int) -> datetime | None:
+    """When the next milestone of ``reservation`` falls due once ``announced`` are: its
+    start (nothing announced yet), its end (started); None when none is left to announce
+    (both announced, or the reservation no longer booked)."""
+    if reservation.state is not ReservationState.BOOKED or announced >= 2:
+        return None
+    return reservation.start if announced == 0 else reservation.end
+
+
+def announce_attributes(reservation: Reservation, announced: int) -> Item:
+    """The sparse announce index's attributes: none when nothing is left to announce."""
+    due = announce_at(reservation, announced)
+    if due is None:
+        return {}
+    return {ANNOUNCE_PK_ATTRIBUTE: s(ANNOUNCE_PK), ANNOUNCE_AT: s(to_iso(due))}
 
 
 def decode_reservation(item: Item) -> Reservation:
@@ -207,28 +216,8 @@ def decode_reservation(item: Item) -> Reservation:
         version=int(item["version"]["N"]),
         created_at=from_iso(item["created_at"]["S"]),
         updated_at=from_iso(item["updated_at"]["S"]),
-    )
-
-
-def calendar_key(bench_id: str, day: date) -> Item:
-    return {"bench_id": s(bench_id), "day": s(day.isoformat())}
-
-
-def encode_slot(slot: BookedSlot) -> Item:
-    return {
-        "M": {
-            "reservation_id": s(slot.reservation_id),
-            "start": s(to_iso(slot.window.start)),
-            "end": s(to_iso(slot.window.end)),
-        }
-    }
-
-
-def decode_slot(value: Item) -> BookedSlot:
-    slot = value["M"]
-    return BookedSlot(
-        reservation_id=slot["reservation_id"]["S"],
-        window=Window(from_iso(slot["start"]["S"]), from_iso(slot["end"]["S"])),
+        # Items written before milestones were announced have announced none.
+        announced=int(item.get("announced", {}).get("N", 0)),
     )
 
 

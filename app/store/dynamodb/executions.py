@@ -56,7 +56,6 @@ from app.store.dynamodb.calls import (
 )
 from app.store.dynamodb.codec import (
     Action,
-    HistoryTable,
     Item,
     decode_execution,
     decode_task,
@@ -68,6 +67,7 @@ from app.store.dynamodb.codec import (
     s,
     task_key,
 )
+from app.store.dynamodb.history import HistoryTable
 from app.store.dynamodb.tables import (
     BENCH_EXECUTIONS_INDEX,
     CREATED_KEY,
@@ -131,14 +131,16 @@ class DynamoExecutionRepository:
         entries: Sequence[HistoryEntry],
         idempotency: IdempotencyRecord | None = None,
     ) -> None:
-        count = len(executions) + len(tasks) + len(entries) + (idempotency is not None)
+        events = sum(entry.event is not None for entry in entries)
+        count = len(executions) + len(tasks) + len(entries) + events + (idempotency is not None)
         if count > MAX_TRANSACTION_ACTIONS:
             raise ValueError(
                 f"a change set of {count} writes is over DynamoDB's"
                 f" {MAX_TRANSACTION_ACTIONS} per transaction"
             )
         actions: list[Action] = []
-        # Per action, how its failed condition is reported (None: a history entry).
+        # Per action, how its failed condition is reported (None: a history entry or the
+        # event it raises).
         failures: list[Callable[[Item | None], StoreError] | None] = []
         for execution_write in executions:
             actions.append(self._execution_kind.action(execution_write))
@@ -147,8 +149,9 @@ class DynamoExecutionRepository:
             actions.append(self._task_kind.action(task_write))
             failures.append(partial(self._task_kind.failure, task_write))
         for entry in entries:
-            actions.append(self._history.put(entry))
-            failures.append(None)
+            for action in self._history.puts(entry):
+                actions.append(action)
+                failures.append(None)
         if idempotency is not None:
             actions.append(put_record(self._idempotency, idempotency))
         if not actions:
@@ -168,8 +171,11 @@ class DynamoExecutionRepository:
                 if failed(reasons, index):
                     if failure is None:
                         # Its item passed its version check, yet an entry for the new
-                        # version exists: the caller numbered the entry wrongly.
-                        raise StoreError("a history entry of this change set already exists")
+                        # version (or an event of that id) exists: the caller numbered
+                        # the entry wrongly, or raised one event twice.
+                        raise StoreError(
+                            "a history entry or event of this change set already exists"
+                        )
                     raise failure(old_item(reasons, index))
             if not _only_conflicts(reasons):
                 raise cancelled(reasons)

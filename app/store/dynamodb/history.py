@@ -1,18 +1,40 @@
-"""History entries on DynamoDB, read back per entity.
+"""History entries on DynamoDB: written with the changes they describe, read per entity.
 
 Entries are written by the other repositories, inside the transactions that make the
-changes they describe (``HistoryTable.put``); this one only reads them.
+changes they describe (``HistoryTable.puts``: the entry, and the event it raises if any);
+the repository here only reads them.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.history.domain import HistoryEntry
 from app.store.base import Page
 from app.store.dynamodb.calls import Call, one_more_than, page_of, query_until
-from app.store.dynamodb.codec import Item, decode_history, entity, n, s
+from app.store.dynamodb.codec import Action, Item, decode_history, entity, n, put_history, s
+from app.store.dynamodb.events import EventTable
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTable:
+    """Where history entries go, how long they are kept (None: for ever), and where the
+    events they raise go."""
+
+    name: str
+    events: EventTable
+    retention: timedelta | None = None
+
+    def puts(self, entry: HistoryEntry) -> list[Action]:
+        """The actions that store ``entry``, for the transaction of its change: its item,
+        and its event's item when the change raises one (both commit, or neither)."""
+        expires_at = None if self.retention is None else entry.at + self.retention
+        actions = [put_history(self.name, entry, expires_at)]
+        if entry.event is not None:
+            actions.append(self.events.put(entry.event))
+        return actions
 
 
 class DynamoHistoryRepository:

@@ -7,24 +7,24 @@ days with ConsistentRead, decides with the domain's ``conflicts``, and commits i
 TransactWriteItems that rewrites those days conditioned on the versions it read. When
 another booking wrote one of them in between, the transaction is cancelled and the
 booking reads and decides again.
+
+Milestones (``announced``) are not configuration: announcing one is a write of its own,
+conditioned on the version and the announced count, that moves neither; an update is
+conditioned on both as well, so a copy read before an announcement cannot undo it.
+Listings and housekeeping's sweeps are in reservation_queries.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable
-from datetime import date, datetime, timedelta
-from typing import Any
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
 
 from app.benches.domain import AdminState
+from app.events.domain import DomainEvent
 from app.history.domain import HistoryEntry
-from app.reservations.domain import (
-    LONGEST_WINDOW,
-    Reservation,
-    ReservationState,
-    conflicts,
-)
+from app.reservations.domain import Reservation, ReservationState, conflicts
 from app.store.base import (
     AlreadyExists,
     BenchNotBookable,
@@ -33,13 +33,20 @@ from app.store.base import (
     ItemNotFound,
     Page,
     ReservationQuery,
+    StoreError,
     StoreUnavailable,
     VersionMismatch,
     WindowTaken,
-    parse_reservation_page_key,
-    reservation_page_key,
 )
-from app.store.dynamodb.calendar import Day, Snapshot, decode_day, lost_race, ordered, write_day
+from app.store.dynamodb.calendar import (
+    Day,
+    Snapshot,
+    calendar_key,
+    decode_day,
+    lost_race,
+    ordered,
+    write_day,
+)
 from app.store.dynamodb.calls import (
     Call,
     batch_get,
@@ -48,17 +55,14 @@ from app.store.dynamodb.calls import (
     get_one,
     key_taken,
     old_item,
-    one_more_than,
-    page_of,
-    query_until,
+    only_conflicts,
     transact,
 )
 from app.store.dynamodb.codec import (
     Action,
-    HistoryTable,
     Item,
+    announce_attributes,
     bench_key,
-    calendar_key,
     decode_bench,
     decode_record,
     decode_reservation,
@@ -69,12 +73,13 @@ from app.store.dynamodb.codec import (
     reservation_key,
     s,
 )
-from app.store.dynamodb.tables import (
-    BENCH_RESERVATIONS_INDEX,
-    OPEN_RESERVATION_PK,
-    OPEN_RESERVATIONS_INDEX,
-    USER_RESERVATIONS_INDEX,
+from app.store.dynamodb.history import HistoryTable
+from app.store.dynamodb.reservation_queries import (
+    find_ended,
+    find_reservations,
+    find_unannounced,
 )
+from app.store.dynamodb.tables import ANNOUNCE_AT, ANNOUNCE_PK_ATTRIBUTE, OPEN_RESERVATION_PK
 from app.timeutil import to_iso
 
 # Lost calendar races before giving up with StoreUnavailable. Each lost race means another
@@ -163,7 +168,7 @@ class DynamoReservationRepository:
                     )
                 )
             calendar = range(first_day, len(actions))
-            actions.append(self._history.put(entry))
+            actions += self._history.puts(entry)
             if idempotency is not None:
                 actions.append(put_record(self._idempotency, idempotency))
 
@@ -211,7 +216,10 @@ class DynamoReservationRepository:
                 if held:
                     if seen.reservation is None:
                         raise ItemNotFound(reservation_id)
-                    if seen.reservation.version != current.version:
+                    if (
+                        seen.reservation.version != current.version
+                        or seen.reservation.announced != current.announced
+                    ):
                         raise VersionMismatch(seen.reservation)
                     taken = conflicts(updated.window, seen.slots(held), ignore=reservation_id)
                     if taken:
@@ -226,7 +234,7 @@ class DynamoReservationRepository:
 
             actions: list[Action] = [self._update_reservation(current, updated), *day_actions]
             calendar = range(1, len(actions))
-            actions.append(self._history.put(entry))
+            actions += self._history.puts(entry)
             reasons = await transact(self._call, actions)
             if reasons is None:
                 return
@@ -241,94 +249,74 @@ class DynamoReservationRepository:
             f"changing {reservation_id!r}: lost the calendar race {_ATTEMPTS} times"
         )
 
-    async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
-        return await _find_ended(self._call, self._table, before, limit)
-
     async def find(
         self, query: ReservationQuery, limit: int, after: str | None
     ) -> Page[Reservation]:
-        want = one_more_than(limit)
-        if query.bench_id is not None:
-            index, partition, value = BENCH_RESERVATIONS_INDEX, "bench_id", query.bench_id
-        elif query.user_id is not None:
-            index, partition, value = USER_RESERVATIONS_INDEX, "user_id", query.user_id
-        else:
-            raise ValueError("a reservation query needs bench_id or user_id")
+        return await find_reservations(self._call, self._table, query, limit, after)
 
-        # Bounds on start, both inclusive. A reservation lasts at most LONGEST_WINDOW, so
-        # one ending after ``ends_after`` started at most that long before it.
-        lowest = None if query.ends_after is None else to_iso(query.ends_after - LONGEST_WINDOW)
-        # Instants are stored to the microsecond: "start < X" is "start <= X - 1 µs".
-        highest = (
-            None
-            if query.starts_before is None
-            else to_iso(query.starts_before - timedelta(microseconds=1))
-        )
-        start_key: Item | None = None
-        if after is not None:
-            after_start, after_id = parse_reservation_page_key(after)
-            if after_start and (lowest is None or after_start >= lowest):
-                # Narrow the key condition to the cursor too: DynamoDB refuses a start key
-                # outside the condition's range, and an id-less cursor needs no start key.
-                lowest = after_start
-                if after_id:
-                    start_key = {
-                        **reservation_key(after_id),
-                        partition: s(value),
-                        "start": s(after_start),
-                    }
-        if lowest is not None and highest is not None and lowest > highest:
-            return Page(items=[], next_after=None)
+    async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
+        return await find_ended(self._call, self._table, before, limit)
 
-        # DynamoDB refuses names and values an expression does not use: add them as used.
-        names = {"#pk": partition}
-        values: Item = {":pk": s(value)}
-        condition = "#pk = :pk"
-        if lowest is not None or highest is not None:
-            names["#start"] = "start"
-        if lowest is not None and highest is not None:
-            condition += " AND #start BETWEEN :lowest AND :highest"
-        elif lowest is not None:
-            condition += " AND #start >= :lowest"
-        elif highest is not None:
-            condition += " AND #start <= :highest"
-        if lowest is not None:
-            values[":lowest"] = s(lowest)
-        if highest is not None:
-            values[":highest"] = s(highest)
-        filters = []
-        if query.bench_id is not None and query.user_id is not None:
-            names["#user"] = "user_id"
-            values[":user"] = s(query.user_id)
-            filters.append("#user = :user")
-        if query.ends_after is not None:
-            names["#end"] = "end"
-            values[":ends_after"] = s(to_iso(query.ends_after))
-            filters.append("#end > :ends_after")
-        if query.holding_only:
-            names["#state"] = "state"
-            values[":booked"] = s(ReservationState.BOOKED.value)
-            values[":completed"] = s(ReservationState.COMPLETED.value)
-            filters.append("#state IN (:booked, :completed)")
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": index,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
+    async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:
+        return await find_unannounced(self._call, self._table, before, limit)
+
+    async def announce(
+        self, current: Reservation, announced: int, events: Sequence[DomainEvent]
+    ) -> None:
+        names = {
+            "#version": "version",
+            "#announced": "announced",
+            "#due_pk": ANNOUNCE_PK_ATTRIBUTE,
+            "#due_at": ANNOUNCE_AT,
         }
-        if filters:
-            params["FilterExpression"] = " AND ".join(filters)
-
-        found = await query_until(
-            self._call,
-            params,
-            want,
-            lambda items: [decode_reservation(item) for item in items],
-            filtered=bool(filters),
-            start=start_key,
+        values: Item = {":seen": n(current.version), ":next": n(announced)}
+        expression = "SET #announced = :next"
+        # The next milestone's index entry, or none when both are announced.
+        due = announce_attributes(current, announced)
+        if due:
+            expression += ", #due_pk = :due_pk, #due_at = :due_at"
+            values[":due_pk"] = due[ANNOUNCE_PK_ATTRIBUTE]
+            values[":due_at"] = due[ANNOUNCE_AT]
+        else:
+            expression += " REMOVE #due_pk, #due_at"
+        condition, seen = _announced_is(current.announced)
+        values.update(seen)
+        actions: list[Action] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": reservation_key(current.reservation_id),
+                    "UpdateExpression": expression,
+                    # A missing item fails ``version = :seen`` too: no Item back means 404.
+                    "ConditionExpression": f"#version = :seen AND {condition}",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            *(self._history.events.put(event) for event in events),
+        ]
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                await _back_off(attempt)
+            reasons = await transact(self._call, actions)
+            if reasons is None:
+                return
+            if failed(reasons, 0):
+                stored = old_item(reasons, 0)
+                if stored is None:
+                    raise ItemNotFound(current.reservation_id)
+                raise VersionMismatch(decode_reservation(stored))
+            if any(failed(reasons, index) for index in range(1, len(actions))):
+                raise StoreError("an event of this announcement is already logged")
+            # Another transaction held the item (a racing announcement, say): nothing was
+            # written, so sending it again is safe; if the other one won, this one's
+            # condition fails now and says so.
+            if not only_conflicts(reasons):
+                raise cancelled(reasons)
+        raise StoreUnavailable(
+            f"announcing {current.reservation_id!r}: transaction conflicts {_ATTEMPTS} times"
         )
-        return page_of(found, limit, reservation_page_key)
 
     async def _read(
         self,
@@ -376,22 +364,43 @@ class DynamoReservationRepository:
     def _update_reservation(self, current: Reservation, updated: Reservation) -> Action:
         # SET only what an update may change, as the SQLite adapter does: the bench, the
         # owner and the creation time stay as stored.
-        expression = (
-            "SET #start = :start, #end = :end, #purpose = :purpose, #state = :state,"
-            " #version = :version, #updated = :updated"
-        )
+        assignments = [
+            "#start = :start",
+            "#end = :end",
+            "#purpose = :purpose",
+            "#state = :state",
+            "#version = :version",
+            "#updated = :updated",
+            "#announced = :announced",
+        ]
+        removals = []
         values: Item = {}
         if updated.state is ReservationState.BOOKED:
-            expression += ", #open = :open"
+            assignments.append("#open = :open")
             values[":open"] = s(OPEN_RESERVATION_PK)
         else:
-            expression += " REMOVE #open"
+            removals.append("#open")
+        # The announce index follows the new window and state.
+        due = announce_attributes(updated, updated.announced)
+        if due:
+            assignments += ["#due_pk = :due_pk", "#due_at = :due_at"]
+            values[":due_pk"] = due[ANNOUNCE_PK_ATTRIBUTE]
+            values[":due_at"] = due[ANNOUNCE_AT]
+        else:
+            removals += ["#due_pk", "#due_at"]
+        expression = "SET " + ", ".join(assignments)
+        if removals:
+            expression += " REMOVE " + ", ".join(removals)
+        # A milestone announced since ``current`` was read moved no version, but this
+        # copy would undo it: the stored count must be the one read, too.
+        condition, seen = _announced_is(current.announced)
+        values.update(seen)
         return {
             "Update": {
                 "TableName": self._table,
                 "Key": reservation_key(current.reservation_id),
                 "UpdateExpression": expression,
-                "ConditionExpression": "#version = :seen",
+                "ConditionExpression": f"#version = :seen AND {condition}",
                 "ExpressionAttributeNames": {
                     "#start": "start",
                     "#end": "end",
@@ -400,6 +409,9 @@ class DynamoReservationRepository:
                     "#version": "version",
                     "#updated": "updated_at",
                     "#open": "open_pk",
+                    "#announced": "announced",
+                    "#due_pk": ANNOUNCE_PK_ATTRIBUTE,
+                    "#due_at": ANNOUNCE_AT,
                 },
                 "ExpressionAttributeValues": {
                     **values,
@@ -409,6 +421,7 @@ class DynamoReservationRepository:
                     ":state": s(updated.state.value),
                     ":version": n(updated.version),
                     ":updated": s(to_iso(updated.updated_at)),
+                    ":announced": n(updated.announced),
                     ":seen": n(current.version),
                 },
                 # A missing item fails ``version = :seen`` too: no Item back means 404.
@@ -417,25 +430,9 @@ class DynamoReservationRepository:
         }
 
 
-async def _find_ended(call: Call, table: str, before: datetime, limit: int) -> list[Reservation]:
-    """Ended booked reservations: the sparse index names them, consistent reads decide."""
-    response = await call(
-        "Query",
-        TableName=table,
-        IndexName=OPEN_RESERVATIONS_INDEX,
-        KeyConditionExpression="#open = :open AND #end <= :before",
-        ExpressionAttributeNames={"#open": "open_pk", "#end": "end"},
-        ExpressionAttributeValues={
-            ":open": s(OPEN_RESERVATION_PK),
-            ":before": s(to_iso(before)),
-        },
-        Limit=limit,
-    )
-    keys = [reservation_key(item["reservation_id"]["S"]) for item in response["Items"]]
-    if not keys:
-        return []
-    stored = (await batch_get(call, {table: keys}))[table]
-    current = [decode_reservation(item) for item in stored]
-    # The index lags the table: keep only what is still booked and over.
-    ended = [r for r in current if r.state is ReservationState.BOOKED and r.end <= before]
-    return sorted(ended, key=lambda r: (r.end, r.reservation_id))
+def _announced_is(announced: int) -> tuple[str, Item]:
+    """The condition "the stored announced count is ``announced``" and its value; items
+    written before milestones were counted have no count, which reads as 0."""
+    if announced == 0:
+        return "(attribute_not_exists(#announced) OR #announced = :was)", {":was": n(0)}
+    return "#announced = :was", {":was": n(announced)}

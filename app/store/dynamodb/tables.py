@@ -153,6 +153,14 @@ USER_RESERVATIONS_INDEX = "user_reservations_idx"
 # window has ended with one query, however many finished reservations the table holds.
 OPEN_RESERVATIONS_INDEX = "open_reservations_idx"
 OPEN_RESERVATION_PK = "BOOKED"
+# Sparse: only a booked reservation with a milestone still to announce carries
+# announce_pk = "DUE", sorted on that milestone's time (``announce_at``: its start while
+# nothing is announced, its end once it started), so the housekeeper's pass reads the
+# reservations due an announcement, not every booked one.
+ANNOUNCE_INDEX = "announce_idx"
+ANNOUNCE_PK_ATTRIBUTE = "announce_pk"
+ANNOUNCE_AT = "announce_at"
+ANNOUNCE_PK = "DUE"
 
 RESERVATIONS = TableSpec(
     name="Reservations",
@@ -174,6 +182,12 @@ RESERVATIONS = TableSpec(
             name=OPEN_RESERVATIONS_INDEX,
             partition=KeyAttribute("open_pk", "S"),
             sort=KeyAttribute("end", "S"),
+            projection="KEYS_ONLY",
+        ),
+        IndexSpec(
+            name=ANNOUNCE_INDEX,
+            partition=KeyAttribute(ANNOUNCE_PK_ATTRIBUTE, "S"),
+            sort=KeyAttribute(ANNOUNCE_AT, "S"),
             projection="KEYS_ONLY",
         ),
     ),
@@ -246,8 +260,66 @@ TASKS = TableSpec(
     ),
 )
 
+# The event log: one item per domain event, put in the transaction of the change that
+# raises it. Partitioned by the UTC hour of the event id's time ("2026-12-01T18"), sorted
+# by the id itself (UUIDv7: text order is time order), so a reader resumes after an id by
+# querying its hour and the hours after it. TTL deletes events past the log's retention.
+EVENTS = TableSpec(
+    name="Events",
+    partition=KeyAttribute("bucket", "S"),
+    sort=KeyAttribute("event_id", "S"),
+    ttl_attribute="expires_at",
+)
+
+# Webhook subscriptions by id (they hold signing secrets: never exported). Every item
+# carries list_pk = "WEBHOOK", so one index partition lists them in id order.
+WEBHOOK_LIST_INDEX = "webhook_list_idx"
+WEBHOOK_LIST_PK = "WEBHOOK"
+
+WEBHOOKS = TableSpec(
+    name="Webhooks",
+    partition=KeyAttribute("webhook_id", "S"),
+    indexes=(
+        IndexSpec(
+            name=WEBHOOK_LIST_INDEX,
+            partition=KeyAttribute("list_pk", "S"),
+            sort=KeyAttribute("webhook_id", "S"),
+            projection="ALL",
+        ),
+    ),
+)
+
+# One delivery per subscription and event (delivery_id is the event's id). Two sparse
+# indexes: due_idx holds the open ones (due_pk = "DUE" while pending or sending) by due_at,
+# for the sender's sweep; open_entity_idx holds them by "<webhook_id>|<entity_key>" in id
+# order, so only the oldest open delivery about an entity is sent.
+DUE_INDEX = "due_idx"
+DUE_PK = "DUE"
+OPEN_ENTITY_INDEX = "open_entity_idx"
+
+DELIVERIES = TableSpec(
+    name="Deliveries",
+    partition=KeyAttribute("webhook_id", "S"),
+    sort=KeyAttribute("delivery_id", "S"),
+    indexes=(
+        IndexSpec(
+            name=DUE_INDEX,
+            partition=KeyAttribute("due_pk", "S"),
+            sort=KeyAttribute("due_at", "S"),
+            projection="KEYS_ONLY",
+        ),
+        IndexSpec(
+            name=OPEN_ENTITY_INDEX,
+            partition=KeyAttribute("open_entity", "S"),
+            sort=KeyAttribute("delivery_id", "S"),
+            projection="KEYS_ONLY",
+        ),
+    ),
+)
+
 # The change feed's own state: one item per exporter name, holding the position it has
-# delivered up to and a version every advance is conditioned on.
+# delivered up to and a version every advance is conditioned on. The service keeps the
+# webhook relay's position in the event log here too, under a name of its own.
 FEED_CHECKPOINTS = TableSpec(
     name="FeedCheckpoints",
     partition=KeyAttribute("name", "S"),
@@ -261,6 +333,9 @@ TABLES: tuple[TableSpec, ...] = (
     IDEMPOTENCY,
     EXECUTIONS,
     TASKS,
+    EVENTS,
+    WEBHOOKS,
+    DELIVERIES,
     FEED_CHECKPOINTS,
 )
 
