@@ -93,6 +93,7 @@ def create_app(
         started.append(state)
         logger.info("store ready", extra={"store": settings.store})
         stop_reloading_tokens = reload_on_sighup(tokens.reload)
+        stop_noting_signals = lifecycle.note_stop_signals()
         loops: list[asyncio.Task[None]] = []
         if settings.housekeeping_interval_s > 0:
             housekeeper = Housekeeper(state.store, state.clock, settings, state.metrics)
@@ -127,6 +128,7 @@ def create_app(
             if webhook_http is not None:
                 await webhook_http.aclose()
             started.remove(state)
+            stop_noting_signals()
             stop_reloading_tokens()
             await tokens.aclose()
             if owned:
@@ -160,7 +162,6 @@ def create_app(
     app.include_router(executions.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
-    lifecycle.watch_uvicorn()
     return app
 
 

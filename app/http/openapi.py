@@ -49,6 +49,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "reservations", "description": "Booking a bench for a time window"},
     {"name": "executions", "description": "Test runs of a commit on a reserved bench"},
     {"name": "tasks", "description": "The steps of an execution, leased to a bench's agent"},
+    {"name": "events", "description": "What changed, as a live stream or pages of JSON"},
+    {"name": "webhooks", "description": "Events delivered to your URL, signed"},
     {"name": "health", "description": "Liveness, readiness and metrics of the service"},
 ]
 

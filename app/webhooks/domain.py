@@ -19,8 +19,9 @@ from app.events.domain import DomainEvent, EventFilter
 GIVE_UP_AFTER = timedelta(hours=24)
 FIRST_RETRY = timedelta(seconds=5)
 LONGEST_RETRY = timedelta(hours=1)
-# A claimed delivery not finished by then is due again (its sender died or hung).
-DELIVERY_LEASE = timedelta(seconds=30)
+# A claimed delivery not finished by then is due again (its sender died or hung): the
+# attempt itself times out after 5 s, so a live sender is always done well before.
+DELIVERY_LEASE = timedelta(seconds=15)
 # What an attempt keeps of the receiver's answer.
 ANSWER_KEPT = 1024
 # Attempts kept on a delivery: the first ones and the latest ones tell the story.

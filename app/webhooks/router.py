@@ -77,6 +77,7 @@ async def list_webhooks(
 async def get_webhook(
     webhook_id: WebhookId, service: WebhookServiceDep, principal: Subscriber
 ) -> Response:
+    """One subscription (the secret is never shown again)."""
     webhook = await service.get(webhook_id, principal)
     return resource_response(WebhookOut.of(webhook), webhook.version)
 

@@ -18,6 +18,17 @@ class AdminState(StrEnum):
     retired = "retired"
 
 
+class AttemptOut(BaseModel):
+    answer: Annotated[str, Field(title="Answer")]
+    """
+    The first 1 KB of the receiver's answer
+    """
+    at: Annotated[AwareDatetime, Field(title="At")]
+    error: Annotated[str | None, Field(title="Error")]
+    latency_ms: Annotated[float, Field(title="Latency Ms")]
+    status_code: Annotated[int | None, Field(title="Status Code")]
+
+
 class Capability(RootModel[str]):
     root: Annotated[
         str, Field(examples=["can-bus"], pattern="^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,62}$")
@@ -84,6 +95,48 @@ class ConflictingReservation(BaseModel):
     end: Annotated[AwareDatetime, Field(title="End")]
     reservation_id: Annotated[str, Field(title="Reservation Id")]
     start: Annotated[AwareDatetime, Field(title="Start")]
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"
+    sending = "sending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class EntityOut(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    type: Annotated[str, Field(examples=["reservation"], title="Type")]
+    version: Annotated[int, Field(title="Version")]
+
+
+class EventOut(BaseModel):
+    actor: Annotated[str, Field(title="Actor")]
+    at: Annotated[AwareDatetime, Field(title="At")]
+    bench_id: Annotated[str | None, Field(title="Bench Id")]
+    data: Annotated[dict[str, Any], Field(title="Data")]
+    """
+    The resource at that version, in the API's field names.
+    """
+    entity: EntityOut
+    event_id: Annotated[str, Field(title="Event Id")]
+    """
+    Stable: the receiver's idempotency key.
+    """
+    position: Annotated[str, Field(title="Position")]
+    """
+    Where to resume after this event: the stream's `id:`, the value for `Last-Event-ID` or `after`.
+    """
+    type: Annotated[str, Field(examples=["reservation.created"], title="Type")]
+    user_id: Annotated[str | None, Field(title="User Id")]
+
+
+class EventPageOut(BaseModel):
+    items: Annotated[list[EventOut], Field(title="Items")]
+    next_after: Annotated[str | None, Field(title="Next After")]
+    """
+    Pass as `after` for the next page (it moves past events the filters left out); null while the log is empty.
+    """
 
 
 class PipelineUrl(RootModel[str]):
@@ -280,6 +333,63 @@ class ValidationProblem(BaseModel):
     type: Annotated[str, Field(title="Type")]
 
 
+class BenchId1(RootModel[str]):
+    root: Annotated[str, Field(max_length=128, min_length=1, title="Bench Id")]
+
+
+class UserId(RootModel[str]):
+    root: Annotated[str, Field(max_length=128, min_length=1, title="User Id")]
+    """
+    A subject, or `me`
+    """
+
+
+class WebhookFormat(StrEnum):
+    standard = "standard"
+    slack = "slack"
+
+
+class Events(RootModel[list[str]]):
+    root: Annotated[
+        list[str], Field(examples=[["reservation.*"]], max_length=20, min_length=1, title="Events")
+    ]
+
+
+class Url(RootModel[str]):
+    root: Annotated[
+        str, Field(examples=["https://ci.example/hook"], max_length=2048, min_length=8, title="Url")
+    ]
+
+
+class UserId1(RootModel[str]):
+    root: Annotated[str, Field(max_length=128, min_length=1, title="User Id")]
+
+
+class WebhookState(StrEnum):
+    active = "active"
+    disabled = "disabled"
+
+
+class WebhookWithSecret(BaseModel):
+    bench_id: Annotated[str | None, Field(title="Bench Id")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    disabled_reason: Annotated[str | None, Field(title="Disabled Reason")]
+    events: Annotated[list[str], Field(title="Events")]
+    failing_since: Annotated[AwareDatetime | None, Field(title="Failing Since")]
+    format: WebhookFormat
+    owner: Annotated[str, Field(title="Owner")]
+    secret: Annotated[str, Field(title="Secret")]
+    """
+    Shown once: verify deliveries with it (Standard Webhooks, `whsec_...`).
+    """
+    state: WebhookState
+    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+    url: Annotated[str, Field(title="Url")]
+    user_id: Annotated[str | None, Field(title="User Id")]
+    version: Annotated[int, Field(title="Version")]
+    webhook_id: Annotated[str, Field(title="Webhook Id")]
+
+
 class AvailabilityOut(BaseModel):
     items: Annotated[list[FreeWindowOut], Field(title="Items")]
 
@@ -335,6 +445,21 @@ class ConflictProblem(BaseModel):
     type: Annotated[str, Field(title="Type")]
 
 
+class DeliveryOut(BaseModel):
+    attempts: Annotated[list[AttemptOut], Field(title="Attempts")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    delivery_id: Annotated[str, Field(title="Delivery Id")]
+    """
+    The event's id: the `webhook-id` header
+    """
+    event: Annotated[dict[str, Any], Field(title="Event")]
+    event_type: Annotated[str, Field(title="Event Type")]
+    next_attempt_at: Annotated[AwareDatetime | None, Field(title="Next Attempt At")]
+    status: DeliveryStatus
+    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+    webhook_id: Annotated[str, Field(title="Webhook Id")]
+
+
 class ExecutionCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -374,6 +499,11 @@ class PageOutBenchOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")]
 
 
+class PageOutDeliveryOut(BaseModel):
+    items: Annotated[list[DeliveryOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")]
+
+
 class ReservationOut(BaseModel):
     bench_id: Annotated[str, Field(title="Bench Id")]
     created_at: Annotated[AwareDatetime, Field(title="Created At")]
@@ -407,6 +537,55 @@ class TaskOut(BaseModel):
     version: Annotated[int, Field(title="Version")]
 
 
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    bench_id: Annotated[BenchId1 | None, Field(title="Bench Id")] = None
+    events: Annotated[
+        list[str], Field(examples=[["reservation.*"]], max_length=20, min_length=1, title="Events")
+    ]
+    format: WebhookFormat | None = "standard"
+    url: Annotated[
+        str, Field(examples=["https://ci.example/hook"], max_length=2048, min_length=8, title="Url")
+    ]
+    user_id: Annotated[UserId | None, Field(title="User Id")] = None
+    """
+    A subject, or `me`
+    """
+
+
+class WebhookOut(BaseModel):
+    bench_id: Annotated[str | None, Field(title="Bench Id")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    disabled_reason: Annotated[str | None, Field(title="Disabled Reason")]
+    events: Annotated[list[str], Field(title="Events")]
+    failing_since: Annotated[AwareDatetime | None, Field(title="Failing Since")]
+    format: WebhookFormat
+    owner: Annotated[str, Field(title="Owner")]
+    state: WebhookState
+    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+    url: Annotated[str, Field(title="Url")]
+    user_id: Annotated[str | None, Field(title="User Id")]
+    version: Annotated[int, Field(title="Version")]
+    webhook_id: Annotated[str, Field(title="Webhook Id")]
+
+
+class WebhookPatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    bench_id: Annotated[BenchId1 | None, Field(title="Bench Id")] = None
+    events: Annotated[Events | None, Field(title="Events")] = None
+    format: WebhookFormat | None = None
+    state: WebhookState | None = None
+    """
+    `active` re-enables a subscription that was disabled
+    """
+    url: Annotated[Url | None, Field(title="Url")] = None
+    user_id: Annotated[UserId1 | None, Field(title="User Id")] = None
+
+
 class ExecutionOut(BaseModel):
     artifacts_uri: Annotated[str | None, Field(title="Artifacts Uri")]
     bench_id: Annotated[str, Field(title="Bench Id")]
@@ -434,4 +613,9 @@ class PageOutExecutionOut(BaseModel):
 
 class PageOutReservationOut(BaseModel):
     items: Annotated[list[ReservationOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")]
+
+
+class PageOutWebhookOut(BaseModel):
+    items: Annotated[list[WebhookOut], Field(title="Items")]
     next_cursor: Annotated[str | None, Field(title="Next Cursor")]

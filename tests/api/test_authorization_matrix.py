@@ -34,6 +34,7 @@ from tests.support.authz_matrix import (
     ROWS,
     TOMORROW,
     UNKNOWN_ID,
+    WEBHOOK_BODY,
     Row,
     readme_block,
     render,
@@ -94,6 +95,9 @@ async def build_world(client: httpx.AsyncClient) -> dict[str, str]:
         await client.post("/v1/benches/rig-1/tasks/claim", headers=AGENT1), "task_id"
     )
     world["run_alice"] = await _run(client, ALICE, world["alice_future"])
+    world["hook_alice"] = _created(
+        await client.post("/v1/webhooks", json=WEBHOOK_BODY, headers=ALICE), "webhook_id"
+    )
     return world
 
 

@@ -133,6 +133,16 @@ BOOKING = {
 TASK_IDS = {"task_id": "task_leased"}
 
 _EXECUTION_REPORTERS = {"admin": 200, "ci": 200, "agent1": 200}
+_SUBSCRIBERS = ("admin", "alice", "bob", "ci")
+# A public address: the URL check needs no lookup, and nothing is sent to it here.
+WEBHOOK_BODY = {"url": "https://93.184.216.34/hook", "events": ["bench.*"]}
+HOOK_IDS = {"webhook_id": "hook_alice"}
+
+
+def _owner_only(status: int) -> dict[str, int]:
+    """Alice's own, or an admin: another subscriber is told it does not exist."""
+    return only({"admin": status, "alice": status, "bob": 404, "ci": 404})
+
 
 ROWS: tuple[Row, ...] = (
     # --- service -------------------------------------------------------------------------
@@ -377,6 +387,36 @@ ROWS: tuple[Row, ...] = (
         "ci's run",
         readers(),
         ids={"execution_id": "run_ci"},
+    ),
+    # --- events and webhooks --------------------------------------------------------------
+    Row("GET", "/v1/events", "", readers(), query="format=json"),
+    Row("POST", "/v1/webhooks", "", only(dict.fromkeys(_SUBSCRIBERS, 201)), body=WEBHOOK_BODY),
+    Row("GET", "/v1/webhooks", "", only(dict.fromkeys(_SUBSCRIBERS, 200))),
+    *(
+        Row(
+            method,
+            path,
+            "alice's webhook",
+            _owner_only(status),
+            ids=HOOK_IDS,
+            body=body,
+            if_match=if_match,
+        )
+        for method, path, status, body, if_match in (
+            ("GET", "/v1/webhooks/{webhook_id}", 200, None, None),
+            ("PATCH", "/v1/webhooks/{webhook_id}", 200, {"events": ["reservation.*"]}, "current"),
+            ("POST", "/v1/webhooks/{webhook_id}/rotate-secret", 200, None, None),
+            ("GET", "/v1/webhooks/{webhook_id}/deliveries", 200, None, None),
+            ("POST", "/v1/webhooks/{webhook_id}/ping", 202, None, None),
+            ("DELETE", "/v1/webhooks/{webhook_id}", 204, None, "current"),
+        )
+    ),
+    Row(
+        "POST",
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        "unknown delivery of alice's webhook",
+        only({"admin": 404, "alice": 404, "bob": 404, "ci": 404}),
+        ids={**HOOK_IDS, "delivery_id": UNKNOWN_ID},
     ),
     # --- tasks ---------------------------------------------------------------------------
     Row("GET", "/v1/tasks/{task_id}", "agent1's lease", readers(), ids=TASK_IDS),

@@ -34,6 +34,8 @@ class Receiver:
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # While set to an Event, each request is held (unanswered) until the event is set.
+    hold: threading.Event | None = None
 
     def answer(self) -> tuple[int, dict[str, str]]:
         with self.lock:
@@ -66,13 +68,15 @@ def receiving(path: str = "/hook") -> Iterator[Receiver]:
     holder: dict[str, Receiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server hook's name
+        def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
             receiver = holder["receiver"]
             receiver.record(
                 Received({k.lower(): v for k, v in self.headers.items()}, body, time.time())
             )
+            if receiver.hold is not None:
+                receiver.hold.wait(30)
             status, headers = receiver.answer()
             answer = json.dumps({"status": status}).encode()
             self.send_response(status)
