@@ -35,10 +35,13 @@ from app.webhooks.targets import Network, check_target
 
 
 def _view(webhook: Webhook, at: datetime) -> dict[str, Any]:
+    """What an event tells of a subscription: not its URL, which may carry a token and
+    is its owner's alone (anyone may read the stream)."""
+    shown = {key: value for key, value in webhook.audited().items() if key != "url"}
     return {
         "webhook_id": webhook.webhook_id,
         "owner": webhook.owner,
-        **webhook.audited(),
+        **shown,
         "version": webhook.version,
     }
 

@@ -196,6 +196,19 @@ async def test_a_day_of_failures_disables_the_subscription_and_says_so(
     assert (enabled.json()["state"], enabled.json()["failing_since"]) == ("active", None)
 
 
+async def test_the_slack_format_posts_one_line_of_text(lab: Lab, receiver: Receiver) -> None:
+    await lab.subscribe(receiver.url, format="slack")
+    await add_bench(lab.http)
+    await book(lab.http, purpose="bring-up")
+    lab.clock.advance(timedelta(seconds=1))
+    assert await lab.deliver() == 1
+    [message] = receiver.messages()
+    assert list(message.json) == ["text"]
+    text = message.json["text"]
+    assert text.startswith("[reservation.created] reservation of rig-1 by alice")
+    assert "\n" not in text
+
+
 async def test_ping_reaches_only_that_subscription(lab: Lab, receiver: Receiver) -> None:
     hook = await lab.subscribe(receiver.url)
     other = await lab.subscribe(receiver.url, BOB)
