@@ -147,6 +147,25 @@ READING = """## Reading these figures
 """
 
 
+def _webhook_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "## Webhook delivery: commit to receipt",
+        "",
+        "`bench/webhook_latency.py`: one `orchestrator serve` with delivery on (poll 250 ms),"
+        " a change every 50 ms, a receiver on loopback; latency is the receipt time minus the"
+        " event's `at`. DynamoDB reads the log up to `ORCH_EVENT_SETTLE_MS` (1 s) ago.",
+        "",
+        "| store | events | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['store']} | {row['events']} | {row['p50_ms']} | {row['p90_ms']} |"
+            f" {row['p99_ms']} | {row['max_ms']} |"
+        )
+    return "\n".join(lines)
+
+
 def write(results: dict[str, Any]) -> Path:
     trips = _round_trips()
     parts = [
@@ -174,6 +193,8 @@ def write(results: dict[str, Any]) -> Path:
         parts += [_growth_table(results["growth"]), ""]
     if results.get("memory"):
         parts += [_memory_table(results["memory"]), ""]
+    if results.get("webhooks"):
+        parts += [_webhook_table(results["webhooks"]), ""]
     parts += [READING.rstrip(), ""]
     PERFORMANCE.write_text("\n".join(parts))
     return PERFORMANCE

@@ -63,6 +63,12 @@ def main() -> int:
                 continue
             print(f"{name}:", flush=True)
             results[name] = _json_run(f"bench.{name}", [])
+        print("webhooks:", flush=True)
+        results["webhooks"] = _json_run(
+            "bench.webhook_latency",
+            ["--events", "200"],
+            env={"ORCH_BENCH_DYNAMODB_ENDPOINT": endpoint},
+        )
         for name in ("dynamodb_costs", "feed_throughput"):
             status |= subprocess.call(
                 [sys.executable, "-m", f"bench.{name}"],

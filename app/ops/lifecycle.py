@@ -24,7 +24,9 @@ def note_stop_signals() -> Callable[[], None]:
     elsewhere (an embedding test) nothing is done."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {
+        int(signum): signal.getsignal(signum) for signum in _STOP_SIGNALS
+    }
 
     def noted(signum: int, frame: FrameType | None) -> None:
         stopping.set()
