@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.identity import Role
+from app.networks import parse_networks
 
 # Asymmetric only: a JWKS holds public keys, and HS* would make a public key a secret.
 JwtAlgorithm = Literal["RS256", "ES256"]
@@ -169,9 +170,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_allow_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from app.webhooks.targets import allowed_networks
-
-        allowed_networks(value)  # raises, naming the network that is not one
+        parse_networks(value)  # raises, naming the network that is not one
         return value
 
     @property

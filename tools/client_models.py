@@ -38,6 +38,7 @@ GENERATOR_OPTIONS = [
     "--field-constraints",
     "--collapse-root-models",
     "--use-specialized-enum",
+    "--deserialize-default-values", "enum",
     "--output-datetime-class", "AwareDatetime",
     "--use-schema-description",
     "--use-field-description",

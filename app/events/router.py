@@ -75,7 +75,12 @@ async def events(
     start = await service.start(last_event_id or after)
 
     async def stream() -> AsyncIterator[bytes]:
-        yield f"retry: {RECONNECT_MS}\n: stream open\n\n".encode()
+        # The start position as the first id: a client that reconnects before any event
+        # arrived still resumes from here, not from whatever is newest by then.
+        opening = f"retry: {RECONNECT_MS}\n: stream open\n"
+        if start is not None:
+            opening += f"id: {start}\n"
+        yield f"{opening}\n".encode()
         async for item in service.follow(start, wanted):
             if isinstance(item, Idle):
                 yield b": keep-alive\n\n"

@@ -23,6 +23,7 @@ import httpx
 
 from app.clock import Clock
 from app.identity import Actor, Principal, Role
+from app.networks import Network
 from app.store.base import ItemNotFound, Store, VersionMismatch
 from app.webhooks import signing
 from app.webhooks.domain import (
@@ -37,7 +38,7 @@ from app.webhooks.domain import (
     webhook_after_attempt,
 )
 from app.webhooks.service import AUDIT
-from app.webhooks.targets import Network, check_target
+from app.webhooks.targets import check_target
 
 logger = logging.getLogger("app.webhooks")
 

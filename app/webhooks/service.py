@@ -17,6 +17,7 @@ from app.history.domain import AuditTrail
 from app.identity import Actor, Principal, Role
 from app.ids import sortable_uuid
 from app.kit.concurrency import change_versioned, check_expectation, retrying, stale
+from app.networks import Network
 from app.store.base import ItemNotFound, Page, Store, VersionMismatch
 from app.versioning import VersionExpectation
 from app.webhooks.domain import (
@@ -31,7 +32,7 @@ from app.webhooks.domain import (
     redeliver,
     rotate_secret,
 )
-from app.webhooks.targets import Network, check_target
+from app.webhooks.targets import check_target
 
 
 def _view(webhook: Webhook, at: datetime) -> dict[str, Any]:

@@ -15,22 +15,15 @@ import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from app.networks import Network, parse_networks
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 METADATA = ipaddress.ip_address("169.254.169.254")
 
 
 def allowed_networks(setting: str) -> tuple[Network, ...]:
-    """``"127.0.0.0/8, 10.1.0.0/16"`` as networks; raises ValueError naming a bad one."""
-    networks: list[Network] = []
-    for part in setting.split(","):
-        text = part.strip()
-        if text:
-            try:
-                networks.append(ipaddress.ip_network(text, strict=False))
-            except ValueError as error:
-                raise ValueError(f"ORCH_WEBHOOK_ALLOW_NETWORKS: {text!r}: {error}") from None
-    return tuple(networks)
+    """``ORCH_WEBHOOK_ALLOW_NETWORKS`` as networks (the settings validated it)."""
+    return parse_networks(setting)
 
 
 def _internal(address: Address) -> str | None:

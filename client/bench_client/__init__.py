@@ -4,6 +4,7 @@ bench agent (``bench_client.agent``) and the ``benchctl`` CLI (``bench_client.cl
 from __future__ import annotations
 
 from bench_client.__about__ import VERSION
+from bench_client._stream import StreamNotice, StreamOpened, StreamReconnecting
 from bench_client.async_client import AsyncClient
 from bench_client.client import Client
 from bench_client.config import ClientConfig, ConfigError, resolve_config
@@ -12,6 +13,7 @@ from bench_client.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    Gone,
     InvalidTransition,
     NotFound,
     PreconditionFailed,
@@ -34,11 +36,15 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Forbidden",
+    "Gone",
     "InvalidTransition",
     "NotFound",
     "PreconditionFailed",
     "PreconditionRequired",
     "RateLimited",
+    "StreamNotice",
+    "StreamOpened",
+    "StreamReconnecting",
     "TransportFailure",
     "Unauthorized",
     "Unavailable",

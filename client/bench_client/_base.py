@@ -3,11 +3,14 @@ its settings; each adds only its own I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Sequence
+
 import httpx
 
 from bench_client._core import (
     Session,
 )
+from bench_client._stream import StreamAnswer, StreamNotice, StreamStep, follow
 from bench_client.config import ClientConfig
 
 
@@ -44,3 +47,32 @@ class _Base:
     @property
     def url(self) -> str:
         return self._session.config.url
+
+    def _event_steps(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        *,
+        types: Sequence[str],
+        bench_id: str | None,
+        user_id: str | None,
+        after: str | None,
+        idle_timeout: float,
+        max_reconnects: int | None,
+        on_notice: Callable[[StreamNotice], None] | None,
+    ) -> Generator[StreamStep, StreamAnswer, None]:
+        """follow_events' steps (bench_client._stream): the connect, write and pool limits
+        of a call, and ``idle_timeout`` as the longest wait for the stream's next bytes."""
+        base = self._timeout
+        timeout = httpx.Timeout(
+            connect=base.connect, read=idle_timeout, write=base.write, pool=base.pool
+        )
+        call = self._ops.event_stream(types=types, bench_id=bench_id, user_id=user_id)
+        return follow(
+            self._session,
+            http,
+            call,
+            after=after,
+            timeout=timeout,
+            max_reconnects=max_reconnects,
+            notify=on_notice,
+        )

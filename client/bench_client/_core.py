@@ -174,6 +174,10 @@ def _optional_task(response: httpx.Response) -> TaskOut | None:
     return TaskOut.model_validate_json(response.content)
 
 
+def _no_body(response: httpx.Response) -> None:
+    return None
+
+
 def _free_windows(response: httpx.Response) -> list[FreeWindowOut]:
     return list(AvailabilityOut.model_validate_json(response.content).items)
 
@@ -526,6 +530,22 @@ class Operations:
         path = f"/v1/tasks/{seg(task_id)}/history"
         return Pages(path, _page(PageOutHistoryEntryOut), self._limit())
 
+    # ------------------------------------------------------------------ events
+
+    def event_stream(
+        self,
+        *,
+        types: Sequence[str] = (),
+        bench_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Call[None]:
+        """The live stream's request (``text/event-stream``). Its body is never parsed
+        whole: bench_client._stream reads it message by message, adds ``Last-Event-ID``
+        and reconnects."""
+        params = _query(type=list(types), bench_id=bench_id, user_id=user_id)
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        return Call("GET", "/v1/events", _no_body, params, headers=headers)
+
 
 # --------------------------------------------------------------------------- the session
 
@@ -558,7 +578,15 @@ class Session:
         if self.config.token:
             self.headers["Authorization"] = f"Bearer {self.config.token}"
 
-    def build(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
+    def build(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        call: Call[Any],
+        *,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Request:
+        """The request; ``timeout`` replaces the client's for this one (a stream waits
+        longer for its next bytes than a call waits for its answer)."""
         headers = {"X-Request-ID": str(uuid.uuid4()), **call.headers}
         return http.build_request(
             call.method,
@@ -566,6 +594,7 @@ class Session:
             params=tuple(call.params) or None,
             json=call.body,
             headers=headers,
+            extensions=None if timeout is None else {"timeout": timeout.as_dict()},
         )
 
     def steps(

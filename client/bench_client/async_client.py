@@ -4,7 +4,14 @@ iterators. Requests, retries and errors are decided in ``bench_client._core``.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -19,9 +26,20 @@ from bench_client._core import (
     Pages,
     Send,
 )
+from bench_client._stream import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    Drain,
+    Emit,
+    Open,
+    Read,
+    StreamAnswer,
+    StreamNotice,
+    StreamStep,
+)
 from bench_client.errors import PreconditionFailed
 from bench_client.models import (
     BenchOut,
+    EventOut,
     ExecutionOut,
     FreeWindowOut,
     HeartbeatOut,
@@ -363,3 +381,73 @@ class AsyncClient(_Base):
 
     def task_history(self, task_id: str) -> AsyncIterator[HistoryEntryOut]:
         return self._iterate(self._ops.task_history(task_id))
+
+    # ------------------------------------------------------------------ events
+
+    def follow_events(
+        self,
+        *,
+        types: Sequence[str] = (),
+        bench_id: str | None = None,
+        user_id: str | None = None,
+        after: str | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_reconnects: int | None = None,
+        on_notice: Callable[[StreamNotice], None] | None = None,
+    ) -> AsyncIterator[EventOut]:
+        """The live event stream as an async iterator (see Client.follow_events)."""
+        return self._stream(
+            self._event_steps(
+                self._http,
+                types=types,
+                bench_id=bench_id,
+                user_id=user_id,
+                after=after,
+                idle_timeout=idle_timeout,
+                max_reconnects=max_reconnects,
+                on_notice=on_notice,
+            )
+        )
+
+    async def _stream(
+        self, steps: Generator[StreamStep, StreamAnswer, None]
+    ) -> AsyncIterator[EventOut]:
+        response: httpx.Response | None = None
+        chunks: AsyncIterator[bytes] | None = None
+        answer: StreamAnswer = None
+        try:
+            while True:
+                step = steps.send(answer)
+                answer = None
+                if isinstance(step, Emit):
+                    yield step.event
+                elif isinstance(step, Open):
+                    if response is not None:
+                        await response.aclose()
+                        response = None
+                    try:
+                        response = await self._http.send(step.request, stream=True)
+                        chunks = response.aiter_bytes()
+                        answer = response
+                    except httpx.TransportError as exc:
+                        answer = exc
+                elif isinstance(step, Read):
+                    assert chunks is not None
+                    try:
+                        answer = await anext(chunks, b"")
+                    except httpx.TransportError as exc:
+                        answer = exc
+                elif isinstance(step, Drain):
+                    assert response is not None
+                    try:
+                        await response.aread()
+                    except httpx.TransportError as exc:
+                        answer = exc
+                else:
+                    await asyncio.sleep(step.seconds)
+        except StopIteration:
+            return
+        finally:
+            steps.close()
+            if response is not None:
+                await response.aclose()

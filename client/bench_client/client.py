@@ -9,7 +9,7 @@ its lists are async iterators). Requests, retries and errors are decided once, i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -24,9 +24,20 @@ from bench_client._core import (
     Pages,
     Send,
 )
+from bench_client._stream import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    Drain,
+    Emit,
+    Open,
+    Read,
+    StreamAnswer,
+    StreamNotice,
+    StreamStep,
+)
 from bench_client.errors import PreconditionFailed
 from bench_client.models import (
     BenchOut,
+    EventOut,
     ExecutionOut,
     FreeWindowOut,
     HeartbeatOut,
@@ -371,3 +382,79 @@ class Client(_Base):
 
     def task_history(self, task_id: str) -> Iterator[HistoryEntryOut]:
         return self._iterate(self._ops.task_history(task_id))
+
+    # ------------------------------------------------------------------ events
+
+    def follow_events(
+        self,
+        *,
+        types: Sequence[str] = (),
+        bench_id: str | None = None,
+        user_id: str | None = None,
+        after: str | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_reconnects: int | None = None,
+        on_notice: Callable[[StreamNotice], None] | None = None,
+    ) -> Iterator[EventOut]:
+        """The live event stream, event by event, for as long as it is iterated.
+
+        ``types``: types or globs (``reservation.*``); ``bench_id``; ``user_id`` (``"me"``:
+        the caller). It starts at the newest event, or after ``after`` (an event's
+        ``position``). A dropped stream (or a 5xx, a 429, ``idle_timeout`` seconds without a
+        byte) is opened again after the stream's retry time, backing off up to
+        ``backoff_max``, with ``Last-Event-ID`` so that no event is missed; once
+        ``max_reconnects`` reconnects in a row have failed (None: never gives up),
+        TransportFailure or the typed error. ``Gone`` (410): ``after`` is older than the
+        log keeps. ``on_notice`` hears ``StreamOpened`` and ``StreamReconnecting``."""
+        return self._stream(
+            self._event_steps(
+                self._http,
+                types=types,
+                bench_id=bench_id,
+                user_id=user_id,
+                after=after,
+                idle_timeout=idle_timeout,
+                max_reconnects=max_reconnects,
+                on_notice=on_notice,
+            )
+        )
+
+    def _stream(self, steps: Generator[StreamStep, StreamAnswer, None]) -> Iterator[EventOut]:
+        response: httpx.Response | None = None
+        chunks: Iterator[bytes] = iter(())
+        answer: StreamAnswer = None
+        try:
+            while True:
+                step = steps.send(answer)
+                answer = None
+                if isinstance(step, Emit):
+                    yield step.event
+                elif isinstance(step, Open):
+                    if response is not None:
+                        response.close()
+                        response = None
+                    try:
+                        response = self._http.send(step.request, stream=True)
+                        chunks = response.iter_bytes()
+                        answer = response
+                    except httpx.TransportError as exc:
+                        answer = exc
+                elif isinstance(step, Read):
+                    try:
+                        answer = next(chunks, b"")
+                    except httpx.TransportError as exc:
+                        answer = exc
+                elif isinstance(step, Drain):
+                    assert response is not None
+                    try:
+                        response.read()
+                    except httpx.TransportError as exc:
+                        answer = exc
+                else:
+                    time.sleep(step.seconds)
+        except StopIteration:
+            return
+        finally:
+            steps.close()
+            if response is not None:
+                response.close()

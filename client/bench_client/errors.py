@@ -23,6 +23,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "Gone",
     "InvalidTransition",
     "NotFound",
     "PreconditionFailed",
@@ -109,6 +110,13 @@ class InvalidTransition(Conflict):
     """409 whose problem names ``allowed_transitions``: the state does not allow the action."""
 
 
+class Gone(ApiError):
+    """410: no longer kept. From the event stream: the position to resume after is older
+    than the event log keeps (events since then may be lost); follow again without it."""
+
+    status_code = 410
+
+
 class PreconditionFailed(ApiError):
     """412: the If-Match was stale; ``current_etag`` is the stored version's ETag."""
 
@@ -193,6 +201,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         Forbidden,
         NotFound,
         Conflict,
+        Gone,
         PreconditionFailed,
         PreconditionRequired,
         ValidationFailed,

@@ -545,7 +545,7 @@ class WebhookCreate(BaseModel):
     events: Annotated[
         list[str], Field(examples=[["reservation.*"]], max_length=20, min_length=1, title="Events")
     ]
-    format: WebhookFormat | None = "standard"
+    format: WebhookFormat | None = WebhookFormat.standard
     url: Annotated[
         str, Field(examples=["https://ci.example/hook"], max_length=2048, min_length=8, title="Url")
     ]

@@ -29,9 +29,10 @@ async def messages(response: httpx.Response) -> AsyncIterator[Message]:
     async for line in response.aiter_lines():
         if line == "":
             if fields or comments:
+                ids, events = fields.get("id", []), fields.get("event", [])
                 yield Message(
-                    id=(fields.get("id") or [None])[-1],
-                    event=(fields.get("event") or [None])[-1],
+                    id=ids[-1] if ids else None,
+                    event=events[-1] if events else None,
                     data="\n".join(fields.get("data", [])),
                     comments=tuple(comments),
                 )

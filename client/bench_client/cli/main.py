@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +25,10 @@ import typer
 
 from bench_client import Client
 from bench_client.cli.booking import NoWindow, book_earliest
+from bench_client.cli.context import Settings
+from bench_client.cli.context import open_client as _client
+from bench_client.cli.context import read_token as _read_token
+from bench_client.cli.context import settings_of as _settings
 from bench_client.cli.output import Output, jsonable, text
 from bench_client.cli.profiles import save_profile
 from bench_client.cli.runs import (
@@ -37,6 +40,7 @@ from bench_client.cli.runs import (
     verdict_code,
 )
 from bench_client.cli.timeparse import format_duration, parse_duration, parse_when
+from bench_client.cli.watch import watch
 from bench_client.config import ConfigError
 from bench_client.errors import (
     ApiError,
@@ -62,14 +66,6 @@ HOLDING = ("confirmed", "active")
 class Format(StrEnum):
     table = "table"
     json = "json"
-
-
-@dataclass
-class Settings:
-    url: str | None
-    token_file: Path | None
-    profile: str | None
-    out: Output
 
 
 # What main() reports errors with; the global options replace it.
@@ -116,34 +112,6 @@ def _global_options(
     global _output
     _output = Output(output.value)
     ctx.obj = Settings(url=url, token_file=token_file, profile=profile, out=_output)
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    settings = ctx.find_root().obj
-    assert isinstance(settings, Settings)
-    return settings
-
-
-def _read_token(path: Path) -> str:
-    try:
-        token = path.expanduser().read_text().strip()
-    except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot read {path}: {exc.strerror}", param_hint="--token-file"
-        ) from exc
-    if not token:
-        raise typer.BadParameter(f"{path} is empty", param_hint="--token-file")
-    return token
-
-
-@contextmanager
-def _client(settings: Settings) -> Iterator[Client]:
-    token = _read_token(settings.token_file) if settings.token_file else None
-    client = Client(url=settings.url, token=token, profile=settings.profile)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _now() -> datetime:
@@ -891,6 +859,11 @@ def _book_for_run(
         f"{out.when(booked.start)} to {out.when(booked.end)}"
     )
     return booked
+
+
+# --- events (bench_client/cli/watch.py) -------------------------------------------------
+
+app.command()(watch)
 
 
 # --- errors and the entry point ----------------------------------------------------------
