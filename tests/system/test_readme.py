@@ -109,7 +109,11 @@ def checkout(tmp_path: Path) -> Path:
 def server(checkout: Path) -> Iterator[str]:
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("ORCH_")}
-    env |= {"ORCH_TASK_LEASE_S": "2", "ORCH_HOUSEKEEPING_INTERVAL_S": "1"}
+    env |= {
+        "ORCH_TASK_LEASE_S": "2",
+        "ORCH_HOUSEKEEPING_INTERVAL_S": "1",
+        "ORCH_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+    }
     log = (checkout / "server.log").open("wb")
     process = subprocess.Popen(
         [str(REPO / ".venv/bin/orchestrator"), "serve", "--port", str(port)],
@@ -145,6 +149,7 @@ def test_the_readme_runs_top_to_bottom(checkout: Path, server: str) -> None:
         "API": server,
         "MOTO": f"http://127.0.0.1:{_free_port()}",
         "DYNAMO_API": f"http://127.0.0.1:{_free_port()}",
+        "HOOK_PORT": str(_free_port()),
         "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
     }
     done = subprocess.run(
