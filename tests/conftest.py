@@ -19,6 +19,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+import app.ids
 from app.clock import ManualClock
 from app.http.auth import token_digest
 from app.main import create_app
@@ -123,6 +124,9 @@ def store_settings(
             housekeeping_interval_s=0,
             rate_limit_per_s=0,
             webhook_delivery=False,
+            # Tests read events at the instant they were raised (contract tests of the
+            # settle window set their own).
+            event_settle_ms=0,
         )
     path = ":memory:" if kind == "sqlite-memory" else str(tmp_path / "orchestrator.db")
     return Settings(
@@ -134,6 +138,16 @@ def store_settings(
         rate_limit_per_s=0,
         webhook_delivery=False,
     )
+
+
+@pytest.fixture(autouse=True)
+def _ids_from_the_test_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids made in a test carry the instants they are made for. sortable_uuid never goes
+    back within a process, so once any test made an id at a later instant (a clock moved
+    on by days, the real clock), ids made for START would carry that later one; the
+    DynamoDB event log reads by the ids' time, so it needs the test's own."""
+    monkeypatch.setattr(app.ids, "_last_ms", -1)
+    monkeypatch.setattr(app.ids, "_sequence", 0)
 
 
 @pytest.fixture(params=STORE_KINDS)

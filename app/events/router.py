@@ -77,10 +77,7 @@ async def events(
     async def stream() -> AsyncIterator[bytes]:
         # The start position as the first id: a client that reconnects before any event
         # arrived still resumes from here, not from whatever is newest by then.
-        opening = f"retry: {RECONNECT_MS}\n: stream open\n"
-        if start is not None:
-            opening += f"id: {start}\n"
-        yield f"{opening}\n".encode()
+        yield f"retry: {RECONNECT_MS}\n: stream open\nid: {start}\n\n".encode()
         async for item in service.follow(start, wanted):
             if isinstance(item, Idle):
                 yield b": keep-alive\n\n"

@@ -68,7 +68,7 @@ class EventService:
                 break
         return EventPage(found, position)
 
-    async def start(self, after: str | None) -> str | None:
+    async def start(self, after: str | None) -> str:
         """Where a stream starts: after ``after`` (checked now, so a position the log no
         longer keeps is a 410 before the stream begins), or at the newest event."""
         if after is None:

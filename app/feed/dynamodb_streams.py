@@ -28,9 +28,12 @@ from botocore.exceptions import ClientError
 
 from app.feed.events import ChangeEvent, ChangeKind, FeedBatch
 from app.store.dynamodb.tables import (
+    DELIVERIES,
+    EVENTS,
     FEED_CHECKPOINTS,
     IDEMPOTENCY,
     TABLES,
+    WEBHOOKS,
     DynamoClient,
     TableSpec,
 )
@@ -52,8 +55,16 @@ _DESERIALIZER = TypeDeserializer()
 
 
 def streamed_tables(tables: Sequence[TableSpec] = TABLES) -> tuple[TableSpec, ...]:
-    """Every table but request bookkeeping (idempotency keys) and the checkpoints."""
-    excluded = {IDEMPOTENCY.name, FEED_CHECKPOINTS.name}
+    """Every table but request bookkeeping (idempotency keys), the checkpoints, and the
+    webhook side: subscriptions hold signing secrets, deliveries and the event log are
+    the service's own delivery machinery (the SQLite outbox leaves them out as well)."""
+    excluded = {
+        IDEMPOTENCY.name,
+        FEED_CHECKPOINTS.name,
+        WEBHOOKS.name,
+        DELIVERIES.name,
+        EVENTS.name,
+    }
     return tuple(spec for spec in tables if spec.name not in excluded)
 
 

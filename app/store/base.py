@@ -309,8 +309,9 @@ class EventLog(Protocol):
         """Events in commit order after ``after`` (None: from the oldest kept). Raises
         PositionNotKept when events after ``after`` may have been deleted already."""
 
-    async def head(self, *, now: datetime) -> str | None:
-        """The position after the newest event readable now (None: from the start)."""
+    async def head(self, *, now: datetime) -> str:
+        """A position after the newest event readable now: reading after it gives the
+        events committed from now on."""
 
 
 class WebhookRepository(Protocol):

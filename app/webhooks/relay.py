@@ -4,7 +4,8 @@ matching subscription; then the checkpoint moves (a conditional write).
 Creating a delivery twice stores it once (its id is the event's), so two replicas that
 fan out the same events at once create each delivery once, and one of them moves the
 checkpoint; a relay killed between the two steps does the batch again on its next pass.
-A subscription receives the events raised after it was made.
+A subscription receives the events raised after it was made; the first pass ever starts
+at the newest event.
 """
 
 from __future__ import annotations
@@ -32,13 +33,20 @@ class Relay:
         """One batch of the log; how many deliveries it created."""
         version, position = await self._store.deliveries.relay_position()
         now = self._clock.now()
+        if version == 0:
+            # The first pass ever starts at the newest event: subscriptions get what is
+            # raised after they were made, so nothing older is owed to anyone.
+            await self._store.deliveries.advance_relay(
+                version, await self._store.events.head(now=now)
+            )
+            return 0
         try:
             batch = await self._store.events.read(position, BATCH, now=now)
         except PositionNotKept as error:
-            head = await self._store.events.head(now=now)
             logger.error("webhook relay restarts at the newest event: %s", error)
-            if head is not None:
-                await self._store.deliveries.advance_relay(version, head)
+            await self._store.deliveries.advance_relay(
+                version, await self._store.events.head(now=now)
+            )
             return 0
         if not batch:
             return 0

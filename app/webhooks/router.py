@@ -22,7 +22,12 @@ from app.webhooks.schemas import (
 )
 from app.webhooks.service import NewWebhook
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=KnownQueryRoute)
+router = APIRouter(
+    prefix="/v1/webhooks",
+    tags=["webhooks"],
+    route_class=KnownQueryRoute,
+    responses={403: {"description": "Agents manage no webhooks"}},
+)
 
 WebhookId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f-]+$")]
 DeliveryId = WebhookId

@@ -75,7 +75,9 @@ async def lab(settings: Settings, store: Store, clock: ManualClock) -> AsyncIter
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             sender = Sender(store, clock, allowed_networks("127.0.0.0/8"), outbound)
-            yield Lab(http, Relay(store, clock), sender, clock)
+            relay = Relay(store, clock)
+            await relay.fan_out()  # its first pass, as at a process's start: from the newest
+            yield Lab(http, relay, sender, clock)
 
 
 def verified(receiver: Receiver, secret: str) -> list[dict[str, Any]]:

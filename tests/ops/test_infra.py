@@ -28,8 +28,9 @@ TEMPLATE = ROOT / "infra" / "orchestrator-tables.yaml"
 
 SERVICE_POLICY = "ServicePolicy"
 EXPORTER_POLICY = "ExporterPolicy"
-# The API service (DynamoStore) uses every table but the exporter's checkpoints.
-SERVICE_TABLES = frozenset(spec.name for spec in TABLES) - {FEED_CHECKPOINTS.name}
+# The API service (DynamoStore) uses every table: FeedCheckpoints for the webhook relay's
+# position in the event log, beside the exporters' checkpoints.
+SERVICE_TABLES = frozenset(spec.name for spec in TABLES)
 
 # Item and index requests. Scan is not among them: listings use keys and indexes.
 DATA_PLANE = frozenset(
@@ -326,6 +327,8 @@ def test_cfn_lint_passes() -> None:
 TRACED_SUITES = (
     "tests/api/test_round_trips.py",  # every API request kind, once each
     "tests/contract/test_history_retention.py",
+    "tests/contract/test_event_log.py",  # the event log and announcing milestones
+    "tests/contract/test_webhook_store.py",  # subscriptions, deliveries, the relay
     "tests/contract/dynamodb",
     "tests/api/test_housekeeping.py",
     "tests/feed",

@@ -1,5 +1,6 @@
 """Builders of the domain objects that store tests write: benches, reservations,
-executions and tasks, their history entries and idempotency records.
+executions and tasks, their history entries and idempotency records, domain events,
+webhook subscriptions and deliveries.
 
 Plain functions of their arguments (ids, hours after ``T0``, minutes after ``START``): the
 same call builds the same object, except for ids that are random on purpose
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.benches.domain import Bench, new_bench
+from app.events.domain import DomainEvent, EntityRef, new_event
 from app.executions.domain import Execution, Task, TaskSpec, new_execution
 from app.history.domain import HistoryEntry, diff
 from app.identity import Actor, Principal, Role
@@ -22,6 +24,7 @@ from app.ids import sortable_uuid
 from app.kit.idempotency import IdempotencyClaim
 from app.reservations.domain import Reservation, ReservationState
 from app.store.base import IdempotencyRecord, Store
+from app.webhooks.domain import Webhook, WebhookFormat, WebhookState
 from tests.conftest import START
 
 # --- benches -------------------------------------------------------------------------------
@@ -221,3 +224,83 @@ def creation_entries(execution: Execution, tasks: list[Task]) -> list[HistoryEnt
             )
         )
     return entries
+
+
+# --- events, subscriptions and deliveries ---------------------------------------------------
+
+
+def make_event(
+    type: str = "reservation.created",
+    *,
+    seconds: float = 0,
+    entity_type: str = "reservation",
+    entity_id: str = "res-1",
+    version: int = 1,
+    bench_id: str | None = "rig-1",
+    user_id: str | None = "alice",
+) -> DomainEvent:
+    """An event ``seconds`` after START, its data of every JSON kind."""
+    return new_event(
+        type,
+        at=START + timedelta(seconds=seconds),
+        actor=user_id or "root",
+        entity=EntityRef(entity_type, entity_id, version),
+        bench_id=bench_id,
+        user_id=user_id,
+        data={"id": entity_id, "version": version, "n": [1, 2.5, True, None], "m": {"k": "v"}},
+    )
+
+
+def with_event(entry: HistoryEntry, type: str) -> HistoryEntry:
+    """``entry`` raising the event ``type`` about its entity at its version and time."""
+    event = new_event(
+        type,
+        at=entry.at,
+        actor=entry.actor,
+        entity=EntityRef(entry.entity_type, entry.entity_id, entry.version),
+        bench_id=entry.entity_id if entry.entity_type == "bench" else None,
+        user_id=entry.actor,
+        data={"action": entry.action},
+    )
+    return replace(entry, event=event)
+
+
+def make_webhook(webhook_id: str = "wh-1", owner: str = "alice", **fields: Any) -> Webhook:
+    values: dict[str, Any] = {
+        "webhook_id": webhook_id,
+        "owner": owner,
+        "url": f"https://hooks.example.com/{webhook_id}",
+        "events": ("reservation.*", "bench.online"),
+        "bench_id": None,
+        "user_id": owner,
+        "format": WebhookFormat.STANDARD,
+        "secret": f"whsec_{webhook_id}",
+        "state": WebhookState.ACTIVE,
+        "version": 1,
+        "created_at": START,
+        "updated_at": START,
+        **fields,
+    }
+    return Webhook(**values)
+
+
+def webhook_entry(webhook: Webhook, action: str = "created") -> HistoryEntry:
+    return HistoryEntry(
+        entity_type="webhook",
+        entity_id=webhook.webhook_id,
+        version=webhook.version,
+        at=webhook.updated_at,
+        actor=webhook.owner,
+        request_id="req",
+        action=action,
+        changes={"url": {"from": None, "to": webhook.url}},
+    )
+
+
+def next_webhook(webhook: Webhook, **changes: Any) -> Webhook:
+    return replace(
+        webhook,
+        version=webhook.version + 1,
+        updated_at=webhook.updated_at + timedelta(seconds=1),
+        **changes,
+    )

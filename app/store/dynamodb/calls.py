@@ -4,6 +4,7 @@ batched consistent reads, and paged Query listings."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
@@ -65,6 +66,18 @@ def cancelled(reasons: Reasons) -> StoreError:
     if UNAVAILABLE_REASONS.intersection(codes):
         return StoreUnavailable(f"DynamoDB transaction cancelled: {codes}")
     return StoreError(f"DynamoDB transaction cancelled: {codes}")
+
+
+def only_conflicts(reasons: Reasons) -> bool:
+    """Cancelled only because another transaction held an item: nothing was decided, and
+    sending the same transaction again is safe."""
+    codes = {reason_code(reasons, index) for index in range(len(reasons))}
+    return TRANSACTION_CONFLICT in codes and CONDITION_FAILED not in codes
+
+
+async def back_off(attempt: int, base_s: float = 0.01, cap_s: float = 0.1) -> None:
+    """Full-jitter backoff before attempt ``attempt`` (from 1): racers spread apart."""
+    await asyncio.sleep(random.uniform(0, min(cap_s, base_s * 2**attempt)))
 
 
 def reason_code(reasons: Reasons, index: int) -> str | None:

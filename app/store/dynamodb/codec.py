@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from app.benches.domain import DEFAULT_CONCURRENCY, AdminState, Bench, Heartbeat, Liveness

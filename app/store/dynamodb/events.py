@@ -131,7 +131,7 @@ class DynamoEventLog:
             hour += 1
         return found
 
-    async def head(self, *, now: datetime) -> str | None:
+    async def head(self, *, now: datetime) -> str:
         # Reading after this gives the events made since ``now - settle``: every one that
         # commits from now on, and a few that committed just before.
         return lowest_id(ms_of(now - self._settle))

@@ -1,9 +1,9 @@
 """The reservations' reads that serve listings and housekeeping, on DynamoDB.
 
-Listings read the bench and user indexes; housekeeping's sweeps read the sparse open and
-announce indexes, which name candidates only: each sweep re-reads its candidates with a
-consistent BatchGetItem and keeps those the table says are still due, since an index lags
-the table by a moment.
+Listings read the bench and user indexes; housekeeping's sweep for ended reservations
+reads the sparse open index, which names candidates only: it re-reads them with a
+consistent BatchGetItem and keeps those the table says are still over, since an index
+lags the table by a moment.
 """
 
 from __future__ import annotations
@@ -19,19 +19,14 @@ from app.store.base import (
     reservation_page_key,
 )
 from app.store.dynamodb.calls import (
-    BATCH_GET_MAX,
     Call,
     batch_get,
     one_more_than,
     page_of,
     query_until,
 )
-from app.store.dynamodb.codec import Item, announce_at, decode_reservation, reservation_key, s
+from app.store.dynamodb.codec import Item, decode_reservation, reservation_key, s
 from app.store.dynamodb.tables import (
-    ANNOUNCE_AT,
-    ANNOUNCE_INDEX,
-    ANNOUNCE_PK,
-    ANNOUNCE_PK_ATTRIBUTE,
     BENCH_RESERVATIONS_INDEX,
     OPEN_RESERVATION_PK,
     OPEN_RESERVATIONS_INDEX,
@@ -150,35 +145,3 @@ async def find_ended(call: Call, table: str, before: datetime, limit: int) -> li
     # The index lags the table: keep only what is still booked and over.
     ended = [r for r in current if r.state is ReservationState.BOOKED and r.end <= before]
     return sorted(ended, key=lambda r: (r.end, r.reservation_id))
-
-
-async def find_unannounced(
-    call: Call, table: str, before: datetime, limit: int
-) -> list[Reservation]:
-    """Booked reservations with a milestone due by ``before``: the sparse announce index
-    names them (by the milestone's time), consistent reads decide."""
-    params: dict[str, Any] = {
-        "TableName": table,
-        "IndexName": ANNOUNCE_INDEX,
-        "KeyConditionExpression": "#pk = :due AND #at <= :before",
-        "ExpressionAttributeNames": {"#pk": ANNOUNCE_PK_ATTRIBUTE, "#at": ANNOUNCE_AT},
-        "ExpressionAttributeValues": {":due": s(ANNOUNCE_PK), ":before": s(to_iso(before))},
-        "ScanIndexForward": True,
-    }
-
-    async def keep(items: list[Item]) -> list[Reservation]:
-        keys = [reservation_key(item["reservation_id"]["S"]) for item in items]
-        if not keys:
-            return []
-        stored = (await batch_get(call, {table: keys}))[table]
-        current = [decode_reservation(item) for item in stored]
-        # The index lags the table: keep what is still booked and still due.
-        return [
-            r for r in current if (due := announce_at(r, r.announced)) is not None and due <= before
-        ]
-
-    # Each page of candidates is read back in one BatchGetItem, so no page is larger.
-    found = await query_until(call, params, limit, keep, most=BATCH_GET_MAX)
-    found.sort(key=lambda r: (announce_at(r, r.announced) or before, r.reservation_id))
-    return found
-

@@ -11,7 +11,8 @@ booking reads and decides again.
 Milestones (``announced``) are not configuration: announcing one is a write of its own,
 conditioned on the version and the announced count, that moves neither; an update is
 conditioned on both as well, so a copy read before an announcement cannot undo it.
-Listings and housekeeping's sweeps are in reservation_queries.py.
+Listings and the ended-reservation sweep are in reservation_queries.py, milestones in
+milestones.py.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from app.store.base import (
     ItemNotFound,
     Page,
     ReservationQuery,
-    StoreError,
     StoreUnavailable,
     VersionMismatch,
     WindowTaken,
@@ -55,7 +55,6 @@ from app.store.dynamodb.calls import (
     get_one,
     key_taken,
     old_item,
-    only_conflicts,
     transact,
 )
 from app.store.dynamodb.codec import (
@@ -74,11 +73,8 @@ from app.store.dynamodb.codec import (
     s,
 )
 from app.store.dynamodb.history import HistoryTable
-from app.store.dynamodb.reservation_queries import (
-    find_ended,
-    find_reservations,
-    find_unannounced,
-)
+from app.store.dynamodb.milestones import announce, announced_is, find_unannounced
+from app.store.dynamodb.reservation_queries import find_ended, find_reservations
 from app.store.dynamodb.tables import ANNOUNCE_AT, ANNOUNCE_PK_ATTRIBUTE, OPEN_RESERVATION_PK
 from app.timeutil import to_iso
 
@@ -263,60 +259,7 @@ class DynamoReservationRepository:
     async def announce(
         self, current: Reservation, announced: int, events: Sequence[DomainEvent]
     ) -> None:
-        names = {
-            "#version": "version",
-            "#announced": "announced",
-            "#due_pk": ANNOUNCE_PK_ATTRIBUTE,
-            "#due_at": ANNOUNCE_AT,
-        }
-        values: Item = {":seen": n(current.version), ":next": n(announced)}
-        expression = "SET #announced = :next"
-        # The next milestone's index entry, or none when both are announced.
-        due = announce_attributes(current, announced)
-        if due:
-            expression += ", #due_pk = :due_pk, #due_at = :due_at"
-            values[":due_pk"] = due[ANNOUNCE_PK_ATTRIBUTE]
-            values[":due_at"] = due[ANNOUNCE_AT]
-        else:
-            expression += " REMOVE #due_pk, #due_at"
-        condition, seen = _announced_is(current.announced)
-        values.update(seen)
-        actions: list[Action] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": reservation_key(current.reservation_id),
-                    "UpdateExpression": expression,
-                    # A missing item fails ``version = :seen`` too: no Item back means 404.
-                    "ConditionExpression": f"#version = :seen AND {condition}",
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                }
-            },
-            *(self._history.events.put(event) for event in events),
-        ]
-        for attempt in range(_ATTEMPTS):
-            if attempt:
-                await _back_off(attempt)
-            reasons = await transact(self._call, actions)
-            if reasons is None:
-                return
-            if failed(reasons, 0):
-                stored = old_item(reasons, 0)
-                if stored is None:
-                    raise ItemNotFound(current.reservation_id)
-                raise VersionMismatch(decode_reservation(stored))
-            if any(failed(reasons, index) for index in range(1, len(actions))):
-                raise StoreError("an event of this announcement is already logged")
-            # Another transaction held the item (a racing announcement, say): nothing was
-            # written, so sending it again is safe; if the other one won, this one's
-            # condition fails now and says so.
-            if not only_conflicts(reasons):
-                raise cancelled(reasons)
-        raise StoreUnavailable(
-            f"announcing {current.reservation_id!r}: transaction conflicts {_ATTEMPTS} times"
-        )
+        await announce(self._call, self._table, self._history.events, current, announced, events)
 
     async def _read(
         self,
@@ -393,7 +336,7 @@ class DynamoReservationRepository:
             expression += " REMOVE " + ", ".join(removals)
         # A milestone announced since ``current`` was read moved no version, but this
         # copy would undo it: the stored count must be the one read, too.
-        condition, seen = _announced_is(current.announced)
+        condition, seen = announced_is(current.announced)
         values.update(seen)
         return {
             "Update": {
@@ -428,11 +371,3 @@ class DynamoReservationRepository:
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
-
-
-def _announced_is(announced: int) -> tuple[str, Item]:
-    """The condition "the stored announced count is ``announced``" and its value; items
-    written before milestones were counted have no count, which reads as 0."""
-    if announced == 0:
-        return "(attribute_not_exists(#announced) OR #announced = :was)", {":was": n(0)}
-    return "#announced = :was", {":was": n(announced)}

@@ -2,8 +2,10 @@
 
 ``DynamoStore`` owns the client and sends every request (metered, outages mapped to
 StoreUnavailable); the repositories live beside it, one module per aggregate: benches.py,
-reservations.py, executions.py, history.py and idempotency.py. Item layout lives in
-codec.py, table definitions in tables.py, and requests shared by repositories in calls.py.
+reservations.py (with reservation_queries.py and milestones.py), executions.py,
+history.py, idempotency.py, events.py (the event log) and webhooks.py (subscriptions and
+deliveries). Item layout lives in codec.py (and webhook_codec.py), table definitions in
+tables.py, and requests shared by repositories in calls.py.
 """
 
 from __future__ import annotations
@@ -24,22 +26,32 @@ from app.settings import Settings
 from app.store.base import StoreUnavailable
 from app.store.dynamodb.benches import DynamoBenchRepository
 from app.store.dynamodb.calls import error_code
-from app.store.dynamodb.codec import HistoryTable
+from app.store.dynamodb.events import (
+    DEFAULT_EVENT_RETENTION,
+    DEFAULT_EVENT_SETTLE,
+    DynamoEventLog,
+    EventTable,
+)
 from app.store.dynamodb.executions import DynamoExecutionRepository
-from app.store.dynamodb.history import DynamoHistoryRepository
+from app.store.dynamodb.history import DynamoHistoryRepository, HistoryTable
 from app.store.dynamodb.idempotency import DynamoIdempotencyRepository
 from app.store.dynamodb.reservations import DynamoReservationRepository
 from app.store.dynamodb.tables import (
     BENCH_CALENDAR,
     BENCHES,
+    DELIVERIES,
+    EVENTS,
     EXECUTIONS,
+    FEED_CHECKPOINTS,
     HISTORY,
     IDEMPOTENCY,
     RESERVATIONS,
     TASKS,
+    WEBHOOKS,
     DynamoClient,
     create_tables,
 )
+from app.store.dynamodb.webhooks import DynamoDeliveryRepository, DynamoWebhookRepository
 
 CLIENT_CONFIG = AioConfig(
     connect_timeout=2,
@@ -98,6 +110,8 @@ class DynamoStore:
         *,
         exit_stack: AsyncExitStack | None = None,
         history_retention: timedelta | None = None,
+        event_retention: timedelta = DEFAULT_EVENT_RETENTION,
+        event_settle: timedelta = DEFAULT_EVENT_SETTLE,
     ) -> None:
         self.client = client
         self.table_prefix = table_prefix
@@ -105,7 +119,10 @@ class DynamoStore:
         self.calls: dict[str, int] = {}
         self._exit_stack = exit_stack
         self._benches_table = BENCHES.table_name(table_prefix)
-        history_table = HistoryTable(HISTORY.table_name(table_prefix), history_retention)
+        events_table = EventTable(EVENTS.table_name(table_prefix), event_retention)
+        history_table = HistoryTable(
+            HISTORY.table_name(table_prefix), events_table, history_retention
+        )
         idempotency_table = IDEMPOTENCY.table_name(table_prefix)
         self.benches = DynamoBenchRepository(
             self._call, self._benches_table, history_table, idempotency_table
@@ -126,6 +143,15 @@ class DynamoStore:
             tasks_table=TASKS.table_name(table_prefix),
             history_table=history_table,
             idempotency_table=idempotency_table,
+        )
+        self.events = DynamoEventLog(self._call, events_table, event_settle)
+        self.webhooks = DynamoWebhookRepository(
+            self._call, WEBHOOKS.table_name(table_prefix), history_table
+        )
+        self.deliveries = DynamoDeliveryRepository(
+            self._call,
+            DELIVERIES.table_name(table_prefix),
+            FEED_CHECKPOINTS.table_name(table_prefix),
         )
 
     @classmethod
@@ -161,6 +187,8 @@ class DynamoStore:
             settings.table_prefix,
             exit_stack=stack,
             history_retention=settings.history_retention,
+            event_retention=settings.event_retention,
+            event_settle=timedelta(milliseconds=settings.event_settle_ms),
         )
 
     async def ping(self) -> None:
@@ -170,8 +198,8 @@ class DynamoStore:
             raise StoreUnavailable(f"DynamoDB: {error_code(error)}") from error
 
     async def purge_expired(self, now: datetime) -> int:
-        # TTL on expires_at deletes expired history (reads skip it until then); stream
-        # records expire after 24 hours on their own.
+        # TTL on expires_at deletes expired history and events (reads skip them until
+        # then); stream records expire after 24 hours on their own.
         return 0
 
     async def close(self) -> None:

@@ -37,11 +37,10 @@ class SqliteEventLog:
             for row in rows
         ]
 
-    async def head(self, *, now: datetime) -> str | None:
+    async def head(self, *, now: datetime) -> str:
         async with self._db.read() as connection:
             rows = list(await connection.execute_fetchall("SELECT max(seq) AS seq FROM events"))
-        top = rows[0]["seq"]
-        return None if top is None else str(top)
+        return str(rows[0]["seq"] or 0)  # "0": before the first event there will be
 
     @staticmethod
     async def _check_kept(connection: aiosqlite.Connection, seq: int) -> None:

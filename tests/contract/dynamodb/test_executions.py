@@ -168,14 +168,18 @@ async def test_a_claim_is_one_transaction_of_versioned_puts_and_history(
     [(name, params)] = recorder.requests
     assert name == "transact_write_items" and params["ClientRequestToken"]
     actions = params["TransactItems"]
-    assert [next(iter(a)) for a in actions] == ["Put", "Put", "Put", "Put"]
+    assert [next(iter(a)) for a in actions] == ["Put"] * 6
     for put, table in ((actions[0]["Put"], "Executions"), (actions[1]["Put"], "Tasks")):
         assert put["TableName"] == f"{prefix}{table}"
         assert put["ConditionExpression"] == "#version = :seen"
         assert put["ExpressionAttributeValues"] == {":seen": {"N": "1"}}
         assert put["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
         assert put["Item"]["version"] == {"N": "2"}
-    assert [a["Put"]["TableName"] for a in actions[2:]] == [f"{prefix}History"] * 2
+    # Each entry with the event it raises (task.claimed, execution.started).
+    assert [a["Put"]["TableName"] for a in actions[2:]] == [
+        f"{prefix}History",
+        f"{prefix}Events",
+    ] * 2
 
 
 async def test_reads_are_consistent_and_batched(raw_client: Any, prefix: str) -> None:
@@ -503,16 +507,16 @@ async def test_round_trips_and_capacity_of_an_execution_lifecycle(
     assert figures == {
         # execution + 3 tasks + 4 history entries + the idempotency key
         "create": (9, 18),
-        # task + execution (queued -> running) + 2 entries
-        "claim 0": (4, 8),
+        # task + execution (queued -> running) + 2 entries + their 2 events
+        "claim 0": (6, 12),
         # task + its entry + the two unfinished siblings checked at their versions
         "complete 0": (4, 8),
-        # task + its entry: the execution is running already
-        "claim 1": (2, 4),
+        # task + its entry + its event (task.claimed): the execution is running already
+        "claim 1": (3, 6),
         "complete 1": (3, 6),
-        "claim 2": (2, 4),
-        # the verdict: task + execution (running -> passed) + 2 entries
-        "complete 2": (4, 8),
+        "claim 2": (3, 6),
+        # the verdict: task + execution (running -> passed) + 2 entries + execution.finished
+        "complete 2": (5, 10),
     }
     # The largest items of the run, for headroom: past 1 KB an item costs twice as much.
     assert item_size(encode_execution(execution)) < 700

@@ -36,6 +36,9 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
             f"{prefix}Idempotency",
             f"{prefix}Executions",
             f"{prefix}Tasks",
+            f"{prefix}Events",
+            f"{prefix}Webhooks",
+            f"{prefix}Deliveries",
             f"{prefix}FeedCheckpoints",
         ]
     )
@@ -96,10 +99,15 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
         "bench_reservations_idx",
         "user_reservations_idx",
         "open_reservations_idx",
+        "announce_idx",
     }
     assert indexes["open_reservations_idx"]["KeySchema"] == [
         {"AttributeName": "open_pk", "KeyType": "HASH"},
         {"AttributeName": "end", "KeyType": "RANGE"},
+    ]
+    assert indexes["announce_idx"]["KeySchema"] == [
+        {"AttributeName": "announce_pk", "KeyType": "HASH"},
+        {"AttributeName": "announce_at", "KeyType": "RANGE"},
     ]
     for name, partition in (
         ("bench_reservations_idx", "bench_id"),
