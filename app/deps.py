@@ -42,6 +42,7 @@ def event_service(store: Store, clock: Clock, settings: Settings) -> EventServic
         clock,
         poll_s=settings.event_poll_ms / 1000,
         keepalive_s=settings.event_keepalive_s,
+        longest_s=settings.event_stream_max_s,
         stopping=lifecycle.stopping.is_set,
     )
 

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     event_poll_ms: int = Field(default=250, ge=10, le=10_000)
     # An idle stream sends a comment line this often, so proxies do not close it.
     event_keepalive_s: float = Field(default=15.0, gt=0, le=300)
+    # A stream ends (cleanly) after this long; clients resume with Last-Event-ID, so no
+    # connection lives for ever and clients spread over new replicas after a deploy.
+    event_stream_max_s: float = Field(default=3600.0, gt=0)
     # Webhook targets on these networks are allowed although private or loopback
     # (comma-separated CIDRs, e.g. "127.0.0.0/8,10.20.0.0/16").
     webhook_allow_networks: str = ""

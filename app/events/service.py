@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -44,12 +45,14 @@ class EventService:
         poll_s: float,
         keepalive_s: float,
         stopping: Callable[[], bool],
+        longest_s: float = 3600.0,
     ) -> None:
         self._store = store
         self._clock = clock
         self._poll_s = poll_s
         self._keepalive_s = keepalive_s
         self._stopping = stopping
+        self._longest_s = longest_s
 
     async def page(self, after: str | None, wanted: EventFilter, limit: int) -> EventPage:
         """Up to ``limit`` matching events after ``after``, reading at most a few batches
@@ -79,10 +82,12 @@ class EventService:
     async def follow(
         self, after: str | None, wanted: EventFilter
     ) -> AsyncIterator[LoggedEvent | Idle]:
-        """Matching events as they are logged, until the process stops."""
+        """Matching events as they are logged, until the process stops or the stream has
+        lasted its longest (the client resumes after the last event it got)."""
         position = after
         quiet = 0.0
-        while not self._stopping():
+        ends = time.monotonic() + self._longest_s
+        while not self._stopping() and time.monotonic() < ends:
             batch = await self._read(position, READ_BATCH)
             for logged in batch:
                 position = logged.position

@@ -262,7 +262,12 @@ async def list_bench_calendar(
     )
 
 
-@router.get("/v1/availability", response_model=AvailabilityOut, operation_id="find_availability")
+@router.get(
+    "/v1/availability",
+    response_model=AvailabilityOut,
+    operation_id="find_availability",
+    responses={404: {"description": "The bench named by bench_id does not exist"}},
+)
 async def find_availability(
     service: ServiceDep,
     _: Reader,

@@ -197,7 +197,10 @@ def fuzz_target(
     tmp_path_factory: pytest.TempPathFactory, tokens_file: Path
 ) -> Iterator[FuzzTarget]:
     folder = tmp_path_factory.mktemp("fuzz")
-    settings = store_settings("sqlite-memory", folder, None, tokens_file)
+    # A stream ends at once: every generated request gets its whole answer.
+    settings = store_settings("sqlite-memory", folder, None, tokens_file).model_copy(
+        update={"event_stream_max_s": 0.05, "event_poll_ms": 10}
+    )
     app = SessionLifespan(create_app(settings, clock=ManualClock(START)))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     target = FuzzTarget(schema, app, _seed(app))
