@@ -14,6 +14,10 @@ from enum import StrEnum
 from app.errors import Conflict, Forbidden, InvalidInput
 from app.identity import Principal, Role
 
+# Who moves up first when a window frees: higher priority; users ask at most USER_PRIORITY.
+DEFAULT_PRIORITY = 50
+USER_PRIORITY = 50
+MAX_PRIORITY = 100
 # Clients' clocks drift; a window starting this much in the past still counts as "now".
 CLOCK_SKEW = timedelta(seconds=60)
 # The longest window any deployment may allow. Calendar queries look back this far for
@@ -95,6 +99,17 @@ class Reservation:
     # Time-driven milestones raised so far: 1 once started, 2 once ending soon. Not
     # configuration: announcing one moves neither version nor updated_at.
     announced: int = 0
+    # Booked to advance: the scheduler moves it into an earlier window that frees (never
+    # before not_before), on its bench or, booked by capability, any bench with them.
+    advance: bool = False
+    priority: int = DEFAULT_PRIORITY
+    not_before: datetime | None = None
+    capabilities: frozenset[str] = frozenset()
+    # The holder's team, as their token says (team quotas).
+    team: str | None = None
+    # The holder said they are here (POST .../checkin), and when idleness was warned of.
+    checked_in_at: datetime | None = None
+    idle_warned_at: datetime | None = None
 
     @property
     def window(self) -> Window:

@@ -16,6 +16,7 @@ from app.benches.domain import Bench, Heartbeat, Liveness
 from app.events.domain import DomainEvent
 from app.executions.domain import Execution, ExecutionStatus, Task
 from app.history.domain import HistoryEntry
+from app.quotas.domain import Quota, QuotaCheck, QuotaKind
 from app.reservations.domain import BookedSlot, Reservation
 from app.timeutil import to_iso
 from app.webhooks.domain import Delivery, Webhook
@@ -165,24 +166,36 @@ class ReservationRepository(Protocol):
         reservation: Reservation,
         entry: HistoryEntry,
         idempotency: IdempotencyRecord | None = None,
+        quota: QuotaCheck | None = None,
     ) -> None:
         """Book atomically: the bench exists and is active, no booked reservation of the
-        bench overlaps the window, and the idempotency key is unused.
+        bench overlaps the window, the idempotency key is unused, and ``quota`` (when
+        given) passes on the windows its user and team hold over ``quota.span``, read in
+        the same write (``quota.check`` raises QuotaExceeded).
 
         Raises BenchNotBookable, WindowTaken (with every overlapping slot),
-        IdempotencyKeyTaken (with the stored record), or StoreUnavailable after too many
-        lost races.
+        IdempotencyKeyTaken (with the stored record), QuotaExceeded, or StoreUnavailable
+        after too many lost races.
         """
 
     async def get(self, reservation_id: str) -> Reservation | None: ...
 
-    async def update(self, current: Reservation, updated: Reservation, entry: HistoryEntry) -> None:
-        """Replace ``current`` (as read) by ``updated`` if still at ``current.version``.
+    async def update(
+        self,
+        current: Reservation,
+        updated: Reservation,
+        entry: HistoryEntry,
+        quota: QuotaCheck | None = None,
+    ) -> None:
+        """Replace ``current`` (as read) by ``updated`` if still at ``current.version``,
+        and ``quota`` passing as for ``create``.
 
         The calendar follows: the old window is freed when ``updated`` no longer holds the
         bench or holds another window, and a new window must be free of every other booked
-        reservation (WindowTaken, the old window left intact). Raises ItemNotFound or
-        VersionMismatch (carrying the stored reservation).
+        reservation (WindowTaken, the old window left intact). ``updated`` may name another
+        bench (the scheduler moves a booking made by capability): that bench must be
+        active (BenchNotBookable otherwise). Raises ItemNotFound or VersionMismatch
+        (carrying the stored reservation).
         """
 
     async def find(
@@ -194,6 +207,15 @@ class ReservationRepository(Protocol):
     async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
         """Booked reservations whose window ended at or before ``before``, earliest end
         first: the ones housekeeping marks completed."""
+
+    async def find_advancing(self, after: datetime, limit: int) -> list[Reservation]:
+        """Booked reservations with ``advance`` that start after ``after``, soonest first:
+        the ones the scheduler may move into an earlier window."""
+
+    async def find_started(
+        self, since: datetime, until: datetime, limit: int
+    ) -> list[Reservation]:
+        """Booked reservations that started in [since, until], earliest first."""
 
     async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:
         """Booked reservations with a milestone not yet announced whose milestone time
@@ -314,6 +336,15 @@ class EventLog(Protocol):
         events committed from now on."""
 
 
+class QuotaRepository(Protocol):
+    async def get(self, kind: QuotaKind, name: str) -> Quota | None: ...
+
+    async def put(self, current: Quota | None, quota: Quota, entry: HistoryEntry) -> None:
+        """Store ``quota``: a new one when ``current`` is None (AlreadyExists if one is
+        there), else if the stored one is still at ``current.version`` (VersionMismatch
+        carrying the stored quota)."""
+
+
 class WebhookRepository(Protocol):
     async def create(self, webhook: Webhook, entry: HistoryEntry) -> None: ...
 
@@ -381,6 +412,9 @@ class Store(Protocol):
 
     @property
     def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def quotas(self) -> QuotaRepository: ...
 
     @property
     def deliveries(self) -> DeliveryRepository: ...

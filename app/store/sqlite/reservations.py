@@ -6,6 +6,7 @@ reservation, so no other booking can slip in between the check and the insert.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,8 +17,10 @@ import aiosqlite
 from app.benches.domain import AdminState
 from app.events.domain import DomainEvent
 from app.history.domain import HistoryEntry
+from app.quotas.domain import QuotaCheck, QuotaKind
 from app.reservations.domain import (
     HOLDING_STATES,
+    BookedSlot,
     LONGEST_WINDOW,
     Reservation,
     ReservationState,
@@ -52,7 +55,22 @@ def _reservation_row(reservation: Reservation) -> dict[str, Any]:
         "created_at": to_iso(reservation.created_at),
         "updated_at": to_iso(reservation.updated_at),
         "announced": reservation.announced,
+        "advance": int(reservation.advance),
+        "priority": reservation.priority,
+        "not_before": None if reservation.not_before is None else to_iso(reservation.not_before),
+        "capabilities": json.dumps(sorted(reservation.capabilities)),
+        "team": reservation.team,
+        "checked_in_at": _iso_or_none(reservation.checked_in_at),
+        "idle_warned_at": _iso_or_none(reservation.idle_warned_at),
     }
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else to_iso(moment)
+
+
+def _time_or_none(text: str | None) -> datetime | None:
+    return None if text is None else from_iso(text)
 
 
 def _reservation_from_row(row: sqlite3.Row) -> Reservation:
@@ -68,6 +86,13 @@ def _reservation_from_row(row: sqlite3.Row) -> Reservation:
         created_at=from_iso(row["created_at"]),
         updated_at=from_iso(row["updated_at"]),
         announced=row["announced"],
+        advance=bool(row["advance"]),
+        priority=row["priority"],
+        not_before=_time_or_none(row["not_before"]),
+        capabilities=frozenset(json.loads(row["capabilities"])),
+        team=row["team"],
+        checked_in_at=_time_or_none(row["checked_in_at"]),
+        idle_warned_at=_time_or_none(row["idle_warned_at"]),
     )
 
 
@@ -85,19 +110,13 @@ class SqliteReservationRepository:
         reservation: Reservation,
         entry: HistoryEntry,
         idempotency: IdempotencyRecord | None = None,
+        quota: QuotaCheck | None = None,
     ) -> None:
         async with self._db.write() as connection:
             await self._db.claim_key(connection, idempotency)
-            rows = list(
-                await connection.execute_fetchall(
-                    "SELECT bench_id FROM benches WHERE bench_id = ? AND admin_state = ?",
-                    (reservation.bench_id, AdminState.ACTIVE.value),
-                )
-            )
-            if not rows:
-                bench = await BENCHES.read(connection, reservation.bench_id)
-                raise BenchNotBookable(bench)
+            await self._check_bookable(connection, reservation.bench_id)
             await self._check_free(connection, reservation)
+            await self._check_quota(connection, quota)
             await _RESERVATIONS.write(
                 connection, reservation.reservation_id, Write(None, reservation), None
             )
@@ -107,7 +126,13 @@ class SqliteReservationRepository:
         async with self._db.read() as connection:
             return await _RESERVATIONS.read(connection, reservation_id)
 
-    async def update(self, current: Reservation, updated: Reservation, entry: HistoryEntry) -> None:
+    async def update(
+        self,
+        current: Reservation,
+        updated: Reservation,
+        entry: HistoryEntry,
+        quota: QuotaCheck | None = None,
+    ) -> None:
         async with self._db.write() as connection:
             stored = await _RESERVATIONS.read(connection, current.reservation_id)
             if stored is None:
@@ -116,8 +141,11 @@ class SqliteReservationRepository:
             # caller's copy would undo it: decide again on the stored one.
             if stored.version != current.version or stored.announced != current.announced:
                 raise VersionMismatch(stored)
+            if updated.bench_id != stored.bench_id:
+                await self._check_bookable(connection, updated.bench_id)
             if updated.holds_bench:
                 await self._check_free(connection, updated)
+                await self._check_quota(connection, quota)
             # The write lock is held since BEGIN IMMEDIATE, so the check above still holds;
             # the write is conditioned on the version all the same.
             await _RESERVATIONS.write(
@@ -169,6 +197,65 @@ class SqliteReservationRepository:
                 [ReservationState.BOOKED.value, to_iso(before), limit],
                 'ORDER BY "end", reservation_id LIMIT ?',
             )
+
+    async def find_advancing(self, after: datetime, limit: int) -> list[Reservation]:
+        async with self._db.read() as connection:
+            return await _RESERVATIONS.select(
+                connection,
+                "state = ? AND advance = 1 AND start > ?",
+                [ReservationState.BOOKED.value, to_iso(after), limit],
+                "ORDER BY start, reservation_id LIMIT ?",
+            )
+
+    async def find_started(
+        self, since: datetime, until: datetime, limit: int
+    ) -> list[Reservation]:
+        async with self._db.read() as connection:
+            return await _RESERVATIONS.select(
+                connection,
+                "state = ? AND start >= ? AND start <= ?",
+                [ReservationState.BOOKED.value, to_iso(since), to_iso(until), limit],
+                "ORDER BY start, reservation_id LIMIT ?",
+            )
+
+    @staticmethod
+    async def _check_quota(connection: aiosqlite.Connection, quota: QuotaCheck | None) -> None:
+        """Inside the write transaction: what the user and the team hold cannot change
+        before this booking commits."""
+        if quota is None:
+            return
+        span = quota.span
+        held: dict[QuotaKind, list[BookedSlot]] = {}
+        for kind, column, value in (
+            (QuotaKind.USER, "user_id", quota.user_id),
+            (QuotaKind.TEAM, "team", quota.team),
+        ):
+            if value is None:
+                continue
+            found = await _RESERVATIONS.select(
+                connection,
+                f'{column} = ? AND state IN (?, ?) AND start < ? AND start >= ? AND "end" > ?',
+                [
+                    value,
+                    *sorted(state.value for state in HOLDING_STATES),
+                    to_iso(span.end),
+                    to_iso(span.start - LONGEST_WINDOW),
+                    to_iso(span.start),
+                ],
+            )
+            held[kind] = [reservation.slot for reservation in found]
+        quota.check(held)
+
+    @staticmethod
+    async def _check_bookable(connection: aiosqlite.Connection, bench_id: str) -> None:
+        rows = list(
+            await connection.execute_fetchall(
+                "SELECT bench_id FROM benches WHERE bench_id = ? AND admin_state = ?",
+                (bench_id, AdminState.ACTIVE.value),
+            )
+        )
+        if not rows:
+            raise BenchNotBookable(await BENCHES.read(connection, bench_id))
 
     async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:
         at = to_iso(before)

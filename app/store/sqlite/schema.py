@@ -154,6 +154,16 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (webhook_id, delivery_id)
 );
+CREATE TABLE IF NOT EXISTS quotas (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    max_booked_hours_7d REAL,
+    max_concurrent INTEGER,
+    max_window_hours REAL,
+    version INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due_at)
     WHERE status IN ('pending', 'sending');
 CREATE INDEX IF NOT EXISTS deliveries_open_by_entity
@@ -164,6 +174,11 @@ CREATE INDEX IF NOT EXISTS deliveries_open_by_entity
 _LATER_INDEXES = """
 CREATE INDEX IF NOT EXISTS reservations_unannounced ON reservations(announced, start, "end")
     WHERE state = 'booked' AND announced < 2;
+CREATE INDEX IF NOT EXISTS reservations_advancing ON reservations(start)
+    WHERE state = 'booked' AND advance = 1;
+CREATE INDEX IF NOT EXISTS reservations_booked_by_start ON reservations(start)
+    WHERE state = 'booked';
+CREATE INDEX IF NOT EXISTS reservations_by_team ON reservations(team, start) WHERE team IS NOT NULL;
 """
 
 
@@ -175,6 +190,13 @@ _ADDED_COLUMNS = (
     ("benches", "liveness_changes", "INTEGER NOT NULL DEFAULT 0"),
     ("history", "expires_at", "TEXT"),
     ("reservations", "announced", "INTEGER NOT NULL DEFAULT 0"),
+    ("reservations", "advance", "INTEGER NOT NULL DEFAULT 0"),
+    ("reservations", "priority", "INTEGER NOT NULL DEFAULT 50"),
+    ("reservations", "not_before", "TEXT"),
+    ("reservations", "capabilities", "TEXT NOT NULL DEFAULT '[]'"),
+    ("reservations", "team", "TEXT"),
+    ("reservations", "checked_in_at", "TEXT"),
+    ("reservations", "idle_warned_at", "TEXT"),
 )
 
 

@@ -18,6 +18,7 @@ from app.store.sqlite.executions import SqliteExecutionRepository
 from app.store.sqlite.history import SqliteHistoryRepository
 from app.store.sqlite.idempotency import SqliteIdempotencyRepository
 from app.store.sqlite.outbox import OUTBOX_TABLE
+from app.store.sqlite.quotas import SqliteQuotaRepository
 from app.store.sqlite.reservations import SqliteReservationRepository
 from app.store.sqlite.webhooks import SqliteDeliveryRepository, SqliteWebhookRepository
 from app.timeutil import to_iso
@@ -34,6 +35,7 @@ class SqliteStore:
         self.events = SqliteEventLog(db)
         self.webhooks = SqliteWebhookRepository(db)
         self.deliveries = SqliteDeliveryRepository(db)
+        self.quotas = SqliteQuotaRepository(db)
 
     @classmethod
     async def open(

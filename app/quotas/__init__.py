@@ -1,0 +1,1 @@
+"""Quotas: how much of the lab one user or one team may hold."""
