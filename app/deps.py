@@ -3,6 +3,7 @@ and housekeeping both build their services with."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,6 +17,9 @@ from app.http.state import STATE_ATTRIBUTE
 from app.identity import Actor
 from app.logs import request_id_var
 from app.ops import lifecycle
+from app.quotas.domain import Limits, QuotaKind
+from app.quotas.service import QuotaService
+from app.reservations.scheduler import HoldRules, Scheduler
 from app.reservations.service import ReservationService
 from app.settings import Settings
 from app.state import AppState
@@ -28,8 +32,38 @@ def bench_service(store: Store, clock: Clock) -> BenchService:
     return BenchService(store, clock)
 
 
+def quota_service(store: Store, clock: Clock, settings: Settings) -> QuotaService:
+    return QuotaService(
+        store,
+        clock,
+        {
+            QuotaKind.USER: Limits(
+                max_booked_hours_7d=settings.quota_max_booked_hours_7d,
+                max_concurrent=settings.quota_max_concurrent,
+                max_window_hours=settings.quota_max_window_hours,
+            ),
+            QuotaKind.TEAM: Limits(
+                max_booked_hours_7d=settings.team_quota_max_booked_hours_7d,
+                max_concurrent=settings.team_quota_max_concurrent,
+                max_window_hours=settings.team_quota_max_window_hours,
+            ),
+        },
+    )
+
+
 def reservation_service(store: Store, clock: Clock, settings: Settings) -> ReservationService:
-    return ReservationService(store, clock, settings.max_reservation)
+    quotas = quota_service(store, clock, settings)
+    rules = HoldRules(
+        no_show_grace=timedelta(minutes=settings.no_show_grace_min),
+        grace_by_type={
+            bench_type: timedelta(minutes=minutes)
+            for bench_type, minutes in settings.no_show_grace_by_type.items()
+        },
+        idle_after=timedelta(minutes=settings.idle_release_min),
+    )
+    return ReservationService(
+        store, clock, settings.max_reservation, quotas, Scheduler(store, clock, quotas, rules)
+    )
 
 
 def execution_service(store: Store, clock: Clock, settings: Settings) -> ExecutionService:
@@ -97,7 +131,13 @@ async def _webhook_service(request: Request) -> WebhookService:
     return webhook_service(state.store, state.clock, state.settings)
 
 
+async def _quota_service(request: Request) -> QuotaService:
+    state = _state_of(request)
+    return quota_service(state.store, state.clock, state.settings)
+
+
 ActorDep = Annotated[Actor, Depends(get_actor)]
+QuotaServiceDep = Annotated[QuotaService, Depends(_quota_service)]
 WebhookServiceDep = Annotated[WebhookService, Depends(_webhook_service)]
 EventServiceDep = Annotated[EventService, Depends(_event_service)]
 BenchServiceDep = Annotated[BenchService, Depends(_bench_service)]

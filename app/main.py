@@ -31,6 +31,7 @@ from app.logs import configure_logging
 from app.ops import health, lifecycle
 from app.ops.housekeeping import Housekeeper, run_forever
 from app.ops.metrics import Metrics
+from app.quotas import router as quotas
 from app.reservations import router as reservations
 from app.settings import Settings
 from app.state import AppState
@@ -162,6 +163,7 @@ def create_app(
     app.include_router(executions.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    app.include_router(quotas.router)
     return app
 
 

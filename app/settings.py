@@ -140,6 +140,19 @@ class Settings(BaseSettings):
     # Whether this process fans events out to webhooks and sends them (every replica may;
     # claims keep each attempt to one sender).
     webhook_delivery: bool = True
+    # Holds that end themselves: a started reservation nobody checked in to is released
+    # after the grace (0: never; per bench type in the JSON map), and one without
+    # activity for idle_release_min is warned at half of it and released at all of it.
+    no_show_grace_min: int = Field(default=15, ge=0, le=24 * 60)
+    no_show_grace_by_type: dict[str, int] = {}
+    idle_release_min: int = Field(default=0, ge=0, le=7 * 24 * 60)
+    # Quotas of users (and of teams) that no admin set one for; unset: no limit.
+    quota_max_booked_hours_7d: float | None = Field(default=None, gt=0)
+    quota_max_concurrent: int | None = Field(default=None, ge=1)
+    quota_max_window_hours: float | None = Field(default=None, gt=0)
+    team_quota_max_booked_hours_7d: float | None = Field(default=None, gt=0)
+    team_quota_max_concurrent: int | None = Field(default=None, ge=1)
+    team_quota_max_window_hours: float | None = Field(default=None, gt=0)
     rate_limit_per_s: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)
 

@@ -124,6 +124,7 @@ def store_settings(
             housekeeping_interval_s=0,
             rate_limit_per_s=0,
             webhook_delivery=False,
+            no_show_grace_min=0,
             # Tests read events at the instant they were raised (contract tests of the
             # settle window set their own).
             event_settle_ms=0,
@@ -137,6 +138,8 @@ def store_settings(
         housekeeping_interval_s=0,
         rate_limit_per_s=0,
         webhook_delivery=False,
+        # Reservations nobody checks in to stay: the tests of no-shows turn it on.
+        no_show_grace_min=0,
     )
 
 

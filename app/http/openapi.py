@@ -51,6 +51,7 @@ TAGS: list[dict[str, str]] = [
     {"name": "tasks", "description": "The steps of an execution, leased to a bench's agent"},
     {"name": "events", "description": "What changed, as a live stream or pages of JSON"},
     {"name": "webhooks", "description": "Events delivered to your URL, signed"},
+    {"name": "quotas", "description": "How much of the lab a user or a team may hold, and uses"},
     {"name": "health", "description": "Liveness, readiness and metrics of the service"},
 ]
 

@@ -31,6 +31,9 @@ class HousekeepingReport:
     executions_timed_out: int = 0
     reservations_completed: int = 0
     milestones_announced: int = 0
+    reservations_advanced: int = 0
+    no_shows_released: int = 0
+    idle_holds_handled: int = 0
     liveness_changes_recorded: int = 0
     expired_records_purged: int = 0
 
@@ -56,6 +59,9 @@ class Housekeeper:
             milestones_announced=await self._reservations.announce_milestones(
                 actor, self._settings.ending_soon, BATCH
             ),
+            no_shows_released=await self._reservations.scheduler.release_no_shows(),
+            idle_holds_handled=await self._reservations.scheduler.release_idle(),
+            reservations_advanced=await self._reservations.scheduler.advance(),
             liveness_changes_recorded=await self._record_liveness(actor),
             expired_records_purged=await self._store.purge_expired(self._clock.now()),
         )

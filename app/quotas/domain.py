@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from app.errors import Forbidden
@@ -16,6 +16,7 @@ from app.reservations.domain import BookedSlot, Window
 from app.timeutil import rfc3339
 
 PERIOD = timedelta(days=7)
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class QuotaKind(StrEnum):
@@ -38,7 +39,7 @@ class Quota:
     name: str
     limits: Limits
     version: int  # 0: not stored, the defaults from settings
-    updated_at: datetime | None = None
+    updated_at: datetime = NEVER
 
     def audited(self) -> dict[str, float | int | None]:
         return {
@@ -79,7 +80,9 @@ class QuotaCheck:
 
     def check(self, held: Mapping[QuotaKind, Sequence[BookedSlot]]) -> None:
         for quota in self.quotas:
-            others = [s for s in held.get(quota.kind, ()) if s.reservation_id != self.reservation_id]
+            others = [
+                s for s in held.get(quota.kind, ()) if s.reservation_id != self.reservation_id
+            ]
             check_limits(quota, self.window, others)
 
 

@@ -172,7 +172,7 @@ def _refuse(reservation: Reservation, action: str, now: datetime, allowed: list[
 def _transitions(status: ReservationStatus) -> list[str]:
     return {
         ReservationStatus.CONFIRMED: ["cancel", "move"],
-        ReservationStatus.ACTIVE: ["cancel", "release", "move"],
+        ReservationStatus.ACTIVE: ["cancel", "release", "move", "extend", "checkin"],
     }.get(status, [])
 
 
@@ -189,6 +189,14 @@ def cancel(reservation: Reservation, now: datetime) -> Reservation:
         version=reservation.version + 1,
         updated_at=now,
     )
+
+
+def check_in(reservation: Reservation, now: datetime) -> Reservation:
+    """The holder says they are at the bench; only while the window is under way."""
+    status = reservation.status(now)
+    if status is not ReservationStatus.ACTIVE:
+        raise _refuse(reservation, "checked in", now, _transitions(status))
+    return replace(reservation, checked_in_at=now, version=reservation.version + 1, updated_at=now)
 
 
 def mark_completed(reservation: Reservation, now: datetime) -> Reservation:

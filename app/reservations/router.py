@@ -25,6 +25,7 @@ from app.reservations.schemas import (
     AvailabilityOut,
     FreeWindowOut,
     ReservationCreate,
+    ReservationExtend,
     ReservationOut,
     ReservationPatch,
 )
@@ -65,11 +66,24 @@ async def create_reservation(
     """Book a bench, or any bench with the capabilities, for a window.
 
     Retry-safe with Idempotency-Key."""
+    start = None if body.start is None else body.start.astimezone(UTC)
+    end = body.end.astimezone(UTC) if body.end is not None else None
+    if end is None and start is not None and body.duration is not None:
+        end = start + body.duration
+    window = None if start is None or end is None else Window(start, end)
     request = BookingRequest(
-        window=Window(body.start.astimezone(UTC), body.end.astimezone(UTC)),
+        window=window,
         purpose=body.purpose,
         bench_id=body.bench_id,
         capabilities=frozenset(body.capabilities or ()),
+        advance=body.advance,
+        duration=body.duration or (None if window is None else window.duration),
+        # With advance, a start given is where the search begins.
+        not_before=body.not_before.astimezone(UTC)
+        if body.not_before is not None
+        else (start if body.advance else None),
+        latest_start=None if body.latest_start is None else body.latest_start.astimezone(UTC),
+        priority=body.priority,
     )
     reservation, replayed = await service.book(
         request, actor, idempotency.claim(principal, "create_reservation", body)
@@ -211,6 +225,52 @@ async def release_reservation(
 ) -> JSONResponse:
     """End an active reservation now; the rest of its window is free at once."""
     reservation = await service.release(reservation_id, expectation, actor)
+    return _render(ReservationOut.of(reservation, service.now()))
+
+
+@router.post(
+    "/v1/reservations/{reservation_id}/checkin",
+    response_model=ReservationOut,
+    operation_id="checkin_reservation",
+    responses={
+        403: {"description": "Only the owner or an admin checks in"},
+        409: {"description": "The reservation is not active (see allowed_transitions)"},
+    },
+)
+async def checkin_reservation(
+    reservation_id: ReservationIdPath,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: OptionalIfMatchDep,
+    _: Holder,
+) -> JSONResponse:
+    """Say you are at the bench (hands-on work): a started reservation nobody checked in
+    to is released as a no-show after its grace, and one without activity as idle. A run
+    on the reservation counts as checking in."""
+    reservation = await service.check_in(reservation_id, expectation, actor)
+    return _render(ReservationOut.of(reservation, service.now()))
+
+
+@router.post(
+    "/v1/reservations/{reservation_id}/extend",
+    response_model=ReservationOut,
+    operation_id="extend_reservation",
+    responses={
+        403: {"description": "Only the owner or an admin extends; or over quota"},
+        409: {"description": "The time after is held (the answer says by whom)"},
+    },
+)
+async def extend_reservation(
+    reservation_id: ReservationIdPath,
+    body: ReservationExtend,
+    service: ServiceDep,
+    actor: ActorDep,
+    expectation: OptionalIfMatchDep,
+    _: Holder,
+) -> JSONResponse:
+    """End later by `by`, atomically, or 409 naming who holds the time after. Quotas
+    apply."""
+    reservation = await service.extend(reservation_id, body.by, expectation, actor)
     return _render(ReservationOut.of(reservation, service.now()))
 
 

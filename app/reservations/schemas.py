@@ -8,28 +8,68 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.benches.schemas import BenchId, Capability
-from app.http.limits import Instant
-from app.reservations.domain import FreeWindow, Reservation, ReservationStatus
+from app.http.limits import Instant, QueryDuration
+from app.reservations.domain import (
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    USER_PRIORITY,
+    FreeWindow,
+    Reservation,
+    ReservationStatus,
+)
 
 Purpose = Annotated[str, Field(max_length=500)]
 
 
 class ReservationCreate(BaseModel):
-    """Book ``bench_id``, or let the service pick an active bench with all ``capabilities``."""
+    """Book ``bench_id``, or let the service pick an active bench with all ``capabilities``.
+
+    A plain booking gives ``start`` and ``end`` (or ``duration``). With ``advance: true``
+    the service books the earliest free window of ``duration`` from ``not_before`` (or
+    now), and moves the booking up by itself whenever an earlier window frees."""
 
     model_config = ConfigDict(extra="forbid")
 
     bench_id: BenchId | None = None
     capabilities: Annotated[list[Capability], Field(min_length=1, max_length=32)] | None = None
-    start: Instant
-    end: Instant
+    start: Instant | None = None
+    end: Instant | None = None
+    duration: QueryDuration | None = Field(default=None, description="ISO 8601, e.g. PT2H")
     purpose: Purpose = ""
+    advance: bool = False
+    not_before: Instant | None = None
+    latest_start: Instant | None = Field(
+        default=None,
+        description="With advance: a 409 naming the earliest window if none starts by then",
+    )
+    priority: int = Field(
+        default=DEFAULT_PRIORITY,
+        ge=0,
+        le=MAX_PRIORITY,
+        description=f"Who moves up first when a window frees; users up to {USER_PRIORITY}",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> ReservationCreate:
         if (self.bench_id is None) == (self.capabilities is None):
             raise ValueError("give either bench_id or capabilities")
+        if self.end is not None and self.duration is not None:
+            raise ValueError("give end or duration, not both")
+        if self.advance:
+            if self.duration is None and (self.start is None or self.end is None):
+                raise ValueError("an advancing booking needs duration (or start and end)")
+        else:
+            if self.start is None or (self.end is None and self.duration is None):
+                raise ValueError("give start, and end or duration (or advance: true)")
+            if self.not_before is not None or self.latest_start is not None:
+                raise ValueError("not_before and latest_start are for advance: true")
         return self
+
+
+class ReservationExtend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: QueryDuration = Field(description="How much later the window ends, e.g. PT30M")
 
 
 class ReservationPatch(BaseModel):
@@ -51,6 +91,10 @@ class ReservationOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    advance: bool = False
+    priority: int = DEFAULT_PRIORITY
+    not_before: datetime | None = None
+    checked_in_at: datetime | None = None
 
     @classmethod
     def of(cls, reservation: Reservation, now: datetime) -> ReservationOut:
@@ -65,6 +109,10 @@ class ReservationOut(BaseModel):
             version=reservation.version,
             created_at=reservation.created_at,
             updated_at=reservation.updated_at,
+            advance=reservation.advance,
+            priority=reservation.priority,
+            not_before=reservation.not_before,
+            checked_in_at=reservation.checked_in_at,
         )
 
 

@@ -6,6 +6,7 @@ the domain, and turns store outcomes into the errors users see.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -14,22 +15,24 @@ from typing import Any
 
 from app.benches.domain import AdminState, Bench
 from app.clock import Clock
-from app.errors import Conflict, InvalidInput, NotFound
-from app.history.domain import AuditTrail, HistoryEntry
+from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.history.domain import HistoryEntry
 from app.identity import Actor
 from app.ids import sortable_uuid
 from app.kit.concurrency import change_versioned
 from app.kit.idempotency import IdempotencyClaim, create_once
 from app.kit.paging import filtered_page, page_of
+from app.quotas.service import QuotaService
 from app.reservations.domain import (
+    DEFAULT_PRIORITY,
     LONGEST_WINDOW,
-    BookedSlot,
     FreeWindow,
     Reservation,
     ReservationState,
     ReservationStatus,
     Window,
     cancel,
+    check_in,
     check_may_change,
     free_windows,
     mark_completed,
@@ -38,6 +41,9 @@ from app.reservations.domain import (
     release,
     validate_window,
 )
+from app.reservations.scheduler import Scheduler
+from app.reservations.scheduling import check_priority
+from app.reservations.trail import AUDIT, not_bookable, slots_problem, window_taken
 from app.store.base import (
     BenchNotBookable,
     BenchQuery,
@@ -53,6 +59,10 @@ from app.store.base import (
 from app.timeutil import rfc3339
 from app.versioning import VersionExpectation
 
+logger = logging.getLogger("app.reservations")
+
+# Changes that free booked time: advancing bookings may move up after them.
+_FREES_TIME = frozenset({"cancelled", "released", "updated"})
 # A capability booking considers at most this many matching benches.
 MAX_CANDIDATES = 200
 LONGEST_SEARCH = timedelta(days=31)
@@ -60,68 +70,19 @@ LONGEST_SEARCH = timedelta(days=31)
 
 @dataclass(frozen=True, slots=True)
 class BookingRequest:
-    window: Window
+    """``window`` for a plain booking. An advancing one gives ``duration`` and lets the
+    service find the earliest window from ``not_before`` (now when None) that starts by
+    ``latest_start``; its ``window`` is then only the one asked about, if any."""
+
+    window: Window | None
     purpose: str
     bench_id: str | None = None
     capabilities: frozenset[str] = frozenset()
-
-
-def _snapshot(reservation: Reservation) -> dict[str, Any]:
-    return {
-        "bench_id": reservation.bench_id,
-        "user_id": reservation.user_id,
-        "start": rfc3339(reservation.start),
-        "end": rfc3339(reservation.end),
-        "purpose": reservation.purpose,
-        # The API's word and value, as of the change (a booking is confirmed or active).
-        "status": reservation.status(reservation.updated_at).value,
-    }
-
-
-def _reservation_event(action: str, before: Reservation | None, after: Reservation) -> str | None:
-    if action == "updated":
-        assert before is not None
-        moved = before.window != after.window or before.bench_id != after.bench_id
-        return "reservation.moved" if moved else "reservation.changed"
-    return _RESERVATION_EVENTS.get(action)
-
-
-_RESERVATION_EVENTS = {
-    "created": "reservation.created",
-    "cancelled": "reservation.cancelled",
-    "released": "reservation.released",
-    "completed": "reservation.ended",
-}
-
-
-def _reservation_view(reservation: Reservation, at: datetime) -> dict[str, Any]:
-    return {
-        "reservation_id": reservation.reservation_id,
-        **_snapshot(reservation),
-        "status": reservation.status(at).value,  # as of the event: active once started
-        "version": reservation.version,
-    }
-
-
-AUDIT: AuditTrail[Reservation] = AuditTrail(
-    "reservation",
-    lambda reservation: reservation.reservation_id,
-    _snapshot,
-    raises=_reservation_event,
-    view=_reservation_view,
-    scope=lambda reservation: (reservation.bench_id, reservation.user_id),
-)
-
-
-def _slots_problem(slots: list[BookedSlot]) -> list[dict[str, Any]]:
-    return [
-        {
-            "reservation_id": slot.reservation_id,
-            "start": slot.window.start,
-            "end": slot.window.end,
-        }
-        for slot in sorted(slots, key=lambda s: s.window.start)
-    ]
+    advance: bool = False
+    duration: timedelta | None = None
+    not_before: datetime | None = None
+    latest_start: datetime | None = None
+    priority: int = DEFAULT_PRIORITY
 
 
 def _check_range(window: Window) -> None:
@@ -129,27 +90,20 @@ def _check_range(window: Window) -> None:
         raise InvalidInput("to must be after from")
 
 
-def _window_taken(bench_id: str, taken: WindowTaken) -> Conflict:
-    return Conflict(
-        f"bench {bench_id!r} is already reserved in that window",
-        conflicts=_slots_problem(taken.conflicts),
-    )
-
-
-def _not_bookable(bench_id: str, bench: Bench | None) -> NotFound | Conflict:
-    if bench is None:
-        return NotFound(f"bench {bench_id!r} does not exist")
-    return Conflict(
-        f"bench {bench_id!r} is {bench.admin_state.value} and cannot be booked",
-        admin_state=bench.admin_state.value,
-    )
-
-
 class ReservationService:
-    def __init__(self, store: Store, clock: Clock, max_duration: timedelta) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        max_duration: timedelta,
+        quotas: QuotaService,
+        scheduler: Scheduler,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._max_duration = min(max_duration, LONGEST_WINDOW)
+        self._quotas = quotas
+        self.scheduler = scheduler
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -163,23 +117,35 @@ class ReservationService:
         now = self._clock.now()
         reservation_id = sortable_uuid(now)
 
-        def draft(bench_id: str) -> Reservation:
+        check_priority(actor.principal, request.priority)
+
+        def draft(bench_id: str, window: Window | None = None) -> Reservation:
+            window = window or request.window
+            assert window is not None
             return Reservation(
                 reservation_id=reservation_id,
                 bench_id=bench_id,
                 user_id=actor.subject,
-                start=request.window.start,
-                end=request.window.end,
+                start=window.start,
+                end=window.end,
                 purpose=request.purpose,
                 state=ReservationState.BOOKED,
                 version=1,
                 created_at=now,
                 updated_at=now,
+                advance=request.advance,
+                priority=request.priority,
+                not_before=request.not_before,
+                capabilities=request.capabilities if request.bench_id is None else frozenset(),
+                team=actor.principal.team,
             )
 
         async def create(record: IdempotencyRecord | None) -> Reservation:
             # Checked here, after the key: a retry replays what its key made, even once
             # the window has begun (a first request would now be "in the past").
+            if request.advance:
+                return await self._book_earliest(request, draft, actor, record)
+            assert request.window is not None
             validate_window(request.window, now, self._max_duration)
             if request.bench_id is not None:
                 return await self._book_bench(draft(request.bench_id), actor, record)
@@ -194,17 +160,73 @@ class ReservationService:
             load=self._store.reservations.get,
         )
 
+    async def _book_earliest(
+        self,
+        request: BookingRequest,
+        draft: Callable[[str, Window | None], Reservation],
+        actor: Actor,
+        record: IdempotencyRecord | None,
+    ) -> Reservation:
+        """An advancing booking: the earliest free window now, moved up later by itself."""
+        now = self._clock.now()
+        duration = request.duration
+        assert duration is not None
+        if duration <= timedelta(0) or duration > self._max_duration:
+            hours = self._max_duration.total_seconds() / 3600
+            raise InvalidInput(f"duration must be positive and at most {hours:g} hours")
+        earliest = max(now, request.not_before or now)
+        horizon = earliest + LONGEST_SEARCH
+        latest = request.latest_start or horizon
+        if latest < earliest:
+            raise InvalidInput("latest_start is before the earliest start (now, or not_before)")
+        benches = await self.scheduler.usable_benches(
+            request.bench_id or "", frozenset() if request.bench_id else request.capabilities
+        )
+        if request.bench_id is not None:
+            bench = await self._store.benches.get(request.bench_id)
+            if bench is None or bench.admin_state is not AdminState.ACTIVE:
+                raise not_bookable(request.bench_id, bench)
+        elif not benches:
+            raise Conflict(
+                "no active bench has all of: " + ", ".join(sorted(request.capabilities)),
+                candidates_tried=[],
+            )
+        for _ in range(8):  # another booking may take the window between search and write
+            placement = await self.scheduler.earliest(benches, duration, earliest, latest)
+            if placement is None:
+                found = await self.scheduler.earliest(benches, duration, earliest, horizon)
+                when = "none within 31 days" if found is None else rfc3339(found.window.start)
+                raise Conflict(
+                    f"no window of that length starts by {rfc3339(latest)}; the earliest"
+                    f" found: {when}",
+                    earliest_start=None if found is None else rfc3339(found.window.start),
+                    earliest_bench_id=None if found is None else found.bench_id,
+                )
+            reservation = draft(placement.bench_id, placement.window)
+            try:
+                await self._create(reservation, actor, record)
+            except WindowTaken:
+                continue
+            return reservation
+        raise Unavailable("the benches are being booked too fast; retry", retry_after_s=1)
+
+    async def _create(
+        self, reservation: Reservation, actor: Actor, record: IdempotencyRecord | None
+    ) -> None:
+        quota = await self._quotas.check_for(reservation, actor.principal.role)
+        await self._store.reservations.create(
+            reservation, AUDIT.entry(reservation, actor, "created", None), record, quota
+        )
+
     async def _book_bench(
         self, reservation: Reservation, actor: Actor, record: IdempotencyRecord | None
     ) -> Reservation:
         try:
-            await self._store.reservations.create(
-                reservation, AUDIT.entry(reservation, actor, "created", None), record
-            )
+            await self._create(reservation, actor, record)
         except WindowTaken as taken:
-            raise _window_taken(reservation.bench_id, taken) from taken
+            raise window_taken(reservation.bench_id, taken) from taken
         except BenchNotBookable as refused:
-            raise _not_bookable(reservation.bench_id, refused.bench) from refused
+            raise not_bookable(reservation.bench_id, refused.bench) from refused
         return reservation
 
     async def _book_any(
@@ -214,6 +236,7 @@ class ReservationService:
         actor: Actor,
         record: IdempotencyRecord | None,
     ) -> Reservation:
+        assert request.window is not None
         candidates = await self._active_benches(request.capabilities)
         if not candidates:
             raise Conflict(
@@ -224,12 +247,10 @@ class ReservationService:
         for bench in await self._least_loaded_first(candidates, request.window):
             reservation = draft(bench.bench_id)
             try:
-                await self._store.reservations.create(
-                    reservation, AUDIT.entry(reservation, actor, "created", None), record
-                )
+                await self._create(reservation, actor, record)
             except WindowTaken as taken:
                 tried.append(
-                    {"bench_id": bench.bench_id, "conflicts": _slots_problem(taken.conflicts)}
+                    {"bench_id": bench.bench_id, "conflicts": slots_problem(taken.conflicts)}
                 )
                 continue
             except BenchNotBookable:
@@ -481,14 +502,16 @@ class ReservationService:
             check_may_change(actor.principal, reservation)
 
         async def write(before: Reservation, after: Reservation) -> None:
+            grows = after.holds_bench and (after.start < before.start or after.end > before.end)
+            quota = await self._quotas.check_for(after, actor.principal.role) if grows else None
             try:
                 await self._store.reservations.update(
-                    before, after, AUDIT.entry(after, actor, action, before)
+                    before, after, AUDIT.entry(after, actor, action, before), quota
                 )
             except WindowTaken as taken:
-                raise _window_taken(after.bench_id, taken) from taken
+                raise window_taken(after.bench_id, taken) from taken
 
-        return await change_versioned(
+        changed = await change_versioned(
             load=lambda: self._store.reservations.get(reservation_id),
             decide=decide,
             write=write,
@@ -496,3 +519,67 @@ class ReservationService:
             what=f"reservation {reservation_id!r}",
             authorize=authorize if by_holder else None,
         )
+        if action in _FREES_TIME:
+            await self._advance_after(changed.bench_id)
+        return changed
+
+    async def _advance_after(self, bench_id: str) -> None:
+        """Time freed on a bench: bookings waiting to advance may move up now. Best effort
+        (the change is committed; housekeeping's pass catches anything missed here)."""
+        try:
+            await self.scheduler.advance({bench_id})
+        except Exception:  # the caller's change stands whatever happens here
+            logger.exception("advancing after a change on %s failed", bench_id)
+
+    async def check_in(
+        self, reservation_id: str, expectation: VersionExpectation | None, actor: Actor
+    ) -> Reservation:
+        """The holder is at the bench (hands-on work): no no-show release, and activity."""
+        return await self._change(
+            reservation_id,
+            lambda reservation: check_in(reservation, self._clock.now()),
+            expectation,
+            actor,
+            "checked_in",
+            by_holder=True,
+        )
+
+    async def extend(
+        self,
+        reservation_id: str,
+        by: timedelta,
+        expectation: VersionExpectation | None,
+        actor: Actor,
+    ) -> Reservation:
+        if by <= timedelta(0):
+            raise InvalidInput("by must be a positive duration, such as PT30M")
+
+        def decide(reservation: Reservation) -> Reservation:
+            return move(
+                reservation,
+                start=None,
+                end=reservation.end + by,
+                purpose=None,
+                now=self._clock.now(),
+                max_duration=self._max_duration,
+            )
+
+        try:
+            return await self._change(
+                reservation_id, decide, expectation, actor, "extended", by_holder=True
+            )
+        except Conflict as refused:
+            raise await self._named_holders(refused) from refused
+
+    async def _named_holders(self, refused: Conflict) -> Conflict:
+        """A 409 for an extension that says who holds the time after."""
+        conflicts = refused.extensions.get("conflicts")
+        if not conflicts:
+            return refused
+        holders = []
+        for conflict in conflicts:
+            other = await self._store.reservations.get(conflict["reservation_id"])
+            if other is not None:
+                conflict["user_id"] = other.user_id
+                holders.append(f"{other.user_id} from {rfc3339(other.start)}")
+        return Conflict(f"the time after is held: {', '.join(holders)}", conflicts=conflicts)

@@ -111,10 +111,12 @@ class BenchQuery:
 
 @dataclass(frozen=True, slots=True)
 class ReservationQuery:
-    """Needs ``bench_id`` or ``user_id``: each is an index, and nothing here scans."""
+    """Needs ``bench_id``, ``user_id`` or ``team``: each is an index, and nothing here
+    scans."""
 
     bench_id: str | None = None
     user_id: str | None = None
+    team: str | None = None
     # Reservations whose window ends after ``ends_after`` and starts before ``starts_before``.
     ends_after: datetime | None = None
     starts_before: datetime | None = None
@@ -212,9 +214,7 @@ class ReservationRepository(Protocol):
         """Booked reservations with ``advance`` that start after ``after``, soonest first:
         the ones the scheduler may move into an earlier window."""
 
-    async def find_started(
-        self, since: datetime, until: datetime, limit: int
-    ) -> list[Reservation]:
+    async def find_started(self, since: datetime, until: datetime, limit: int) -> list[Reservation]:
         """Booked reservations that started in [since, until], earliest first."""
 
     async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:

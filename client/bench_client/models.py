@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -95,6 +96,18 @@ class ConflictingReservation(BaseModel):
     end: Annotated[AwareDatetime, Field(title="End")]
     reservation_id: Annotated[str, Field(title="Reservation Id")]
     start: Annotated[AwareDatetime, Field(title="Start")]
+
+
+class DayUsageOut(BaseModel):
+    booked_hours: Annotated[float, Field(title="Booked Hours")]
+    """
+    Time held by bookings that day (so far)
+    """
+    day: Annotated[AwareDatetime, Field(title="Day")]
+    used_hours: Annotated[float, Field(title="Used Hours")]
+    """
+    Time a run was under way on those bookings
+    """
 
 
 class DeliveryStatus(StrEnum):
@@ -224,6 +237,56 @@ class Problem(BaseModel):
     type: Annotated[str, Field(title="Type")]
 
 
+class MaxBookedHours7d(RootModel[float]):
+    root: Annotated[float, Field(gt=0.0, le=168000.0, title="Max Booked Hours 7D")]
+
+
+class MaxConcurrent(RootModel[int]):
+    root: Annotated[int, Field(ge=1, le=10000, title="Max Concurrent")]
+
+
+class MaxWindowHours(RootModel[float]):
+    root: Annotated[float, Field(gt=0.0, le=744.0, title="Max Window Hours")]
+
+
+class QuotaIn(BaseModel):
+    """
+    Each limit, or null for none.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    max_booked_hours_7d: Annotated[MaxBookedHours7d | None, Field(title="Max Booked Hours 7D")] = (
+        None
+    )
+    max_concurrent: Annotated[MaxConcurrent | None, Field(title="Max Concurrent")] = None
+    max_window_hours: Annotated[MaxWindowHours | None, Field(title="Max Window Hours")] = None
+
+
+class QuotaKind(StrEnum):
+    user = "user"
+    team = "team"
+
+
+class QuotaOut(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    kind: QuotaKind
+    max_booked_hours_7d: Annotated[MaxBookedHours7d | None, Field(title="Max Booked Hours 7D")] = (
+        None
+    )
+    max_concurrent: Annotated[MaxConcurrent | None, Field(title="Max Concurrent")] = None
+    max_window_hours: Annotated[MaxWindowHours | None, Field(title="Max Window Hours")] = None
+    name: Annotated[str, Field(title="Name")]
+    updated_at: Annotated[AwareDatetime | None, Field(title="Updated At")]
+    version: Annotated[int, Field(title="Version")]
+    """
+    0: never set, the defaults from settings
+    """
+
+
 class BenchId(RootModel[str]):
     root: Annotated[
         str, Field(examples=["rig-7"], pattern="^[a-z0-9][a-z0-9._-]{0,62}$", title="Bench Id")
@@ -237,16 +300,44 @@ class Capabilities(RootModel[list[Capability]]):
 class ReservationCreate(BaseModel):
     """
     Book ``bench_id``, or let the service pick an active bench with all ``capabilities``.
+
+    A plain booking gives ``start`` and ``end`` (or ``duration``). With ``advance: true``
+    the service books the earliest free window of ``duration`` from ``not_before`` (or
+    now), and moves the booking up by itself whenever an earlier window frees.
     """
 
     model_config = ConfigDict(
         extra="forbid",
     )
+    advance: Annotated[bool | None, Field(title="Advance")] = False
     bench_id: Annotated[BenchId | None, Field(title="Bench Id")] = None
     capabilities: Annotated[Capabilities | None, Field(title="Capabilities")] = None
-    end: Annotated[AwareDatetime, Field(title="End")]
+    duration: Annotated[timedelta | None, Field(title="Duration")] = None
+    """
+    ISO 8601, e.g. PT2H
+    """
+    end: Annotated[AwareDatetime | None, Field(title="End")] = None
+    latest_start: Annotated[AwareDatetime | None, Field(title="Latest Start")] = None
+    """
+    With advance: a 409 naming the earliest window if none starts by then
+    """
+    not_before: Annotated[AwareDatetime | None, Field(title="Not Before")] = None
+    priority: Annotated[int | None, Field(ge=0, le=100, title="Priority")] = 50
+    """
+    Who moves up first when a window frees; users up to 50
+    """
     purpose: Annotated[str | None, Field(max_length=500, title="Purpose")] = ""
-    start: Annotated[AwareDatetime, Field(title="Start")]
+    start: Annotated[AwareDatetime | None, Field(title="Start")] = None
+
+
+class ReservationExtend(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    by: Annotated[timedelta, Field(title="By")]
+    """
+    How much later the window ends, e.g. PT30M
+    """
 
 
 class Purpose(RootModel[str]):
@@ -312,6 +403,15 @@ class TaskStatus(StrEnum):
     failed = "failed"
     dead = "dead"
     cancelled = "cancelled"
+
+
+class UsageOut(BaseModel):
+    booked_hours: Annotated[float, Field(title="Booked Hours")]
+    days: Annotated[list[DayUsageOut], Field(title="Days")]
+    quota: QuotaOut
+    team: Annotated[str | None, Field(title="Team")]
+    used_hours: Annotated[float, Field(title="Used Hours")]
+    user_id: Annotated[str | None, Field(title="User Id")]
 
 
 class ValidationProblem(BaseModel):
@@ -505,9 +605,13 @@ class PageOutDeliveryOut(BaseModel):
 
 
 class ReservationOut(BaseModel):
+    advance: Annotated[bool | None, Field(title="Advance")] = False
     bench_id: Annotated[str, Field(title="Bench Id")]
+    checked_in_at: Annotated[AwareDatetime | None, Field(title="Checked In At")] = None
     created_at: Annotated[AwareDatetime, Field(title="Created At")]
     end: Annotated[AwareDatetime, Field(title="End")]
+    not_before: Annotated[AwareDatetime | None, Field(title="Not Before")] = None
+    priority: Annotated[int | None, Field(title="Priority")] = 50
     purpose: Annotated[str, Field(title="Purpose")]
     reservation_id: Annotated[str, Field(title="Reservation Id")]
     start: Annotated[AwareDatetime, Field(title="Start")]

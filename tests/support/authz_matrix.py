@@ -322,6 +322,39 @@ ROWS: tuple[Row, ...] = (
         for owner in ("alice", "bob")
     ),
     Row(
+        "POST",
+        "/v1/reservations/{reservation_id}/checkin",
+        "alice's, active",
+        only({"admin": 200, "alice": 200}),
+        ids={"reservation_id": "alice_active"},
+    ),
+    Row(
+        "POST",
+        "/v1/reservations/{reservation_id}/extend",
+        "alice's, tomorrow",
+        only({"admin": 200, "alice": 200}),
+        ids={"reservation_id": "alice_future"},
+        body={"by": "PT30M"},
+    ),
+    # --- quotas and usage ------------------------------------------------------------------
+    Row(
+        "GET",
+        "/v1/quotas/{kind}/{name}",
+        "alice's",
+        only({"admin": 200, "alice": 200}),
+        ids={"kind": "user", "name": "alice"},
+    ),
+    Row(
+        "PUT",
+        "/v1/quotas/{kind}/{name}",
+        "alice's",
+        only({"admin": 200}),
+        ids={"kind": "user", "name": "alice"},
+        body={"max_booked_hours_7d": 40},
+        if_match="current",
+    ),
+    Row("GET", "/v1/usage", "the caller's", readers()),
+    Row(
         "GET",
         "/v1/reservations/{reservation_id}/history",
         "alice's",

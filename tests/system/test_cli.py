@@ -34,6 +34,9 @@ def test_housekeeping_once_prints_what_it_did(tmp_path: Path) -> None:
         "executions_timed_out": 0,
         "reservations_completed": 0,
         "milestones_announced": 0,
+        "reservations_advanced": 0,
+        "no_shows_released": 0,
+        "idle_holds_handled": 0,
         "liveness_changes_recorded": 0,
         "expired_records_purged": 0,
     }

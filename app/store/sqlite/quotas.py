@@ -45,7 +45,7 @@ class SqliteQuotaRepository:
             limits.max_concurrent,
             limits.max_window_hours,
             quota.version,
-            to_iso(quota.updated_at or entry.at),
+            to_iso(quota.updated_at),
         )
         async with self._db.write() as connection:
             if current is None:

@@ -20,8 +20,8 @@ from app.history.domain import HistoryEntry
 from app.quotas.domain import QuotaCheck, QuotaKind
 from app.reservations.domain import (
     HOLDING_STATES,
-    BookedSlot,
     LONGEST_WINDOW,
+    BookedSlot,
     Reservation,
     ReservationState,
 )
@@ -164,8 +164,11 @@ class SqliteReservationRepository:
         if query.user_id is not None:
             clauses.append("user_id = ?")
             params.append(query.user_id)
+        if query.team is not None:
+            clauses.append("team = ?")
+            params.append(query.team)
         if not clauses:
-            raise ValueError("a reservation query needs bench_id or user_id")
+            raise ValueError("a reservation query needs bench_id, user_id or team")
         if query.ends_after is not None:
             # A reservation lasts at most LONGEST_WINDOW: one that ends after this started
             # at most that long before it. The bound keeps the index range to the window
@@ -207,9 +210,7 @@ class SqliteReservationRepository:
                 "ORDER BY start, reservation_id LIMIT ?",
             )
 
-    async def find_started(
-        self, since: datetime, until: datetime, limit: int
-    ) -> list[Reservation]:
+    async def find_started(self, since: datetime, until: datetime, limit: int) -> list[Reservation]:
         async with self._db.read() as connection:
             return await _RESERVATIONS.select(
                 connection,
