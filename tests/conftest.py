@@ -38,7 +38,11 @@ TOKENS: dict[str, tuple[str, str, str | None]] = {
     "ci-token": ("ci-bot", "ci", None),
     "agent1-token": ("agent-rig-1", "agent", "rig-1"),
     "agent2-token": ("agent-rig-2", "agent", "rig-2"),
+    "carol-token": ("carol", "user", None),
+    "dave-token": ("dave", "user", None),
 }
+# Teams, where a token names one (team quotas).
+TEAMS = {"carol-token": "hw", "dave-token": "hw"}
 
 
 def auth(token: str) -> dict[str, str]:
@@ -51,6 +55,8 @@ BOB = auth("bob-token")
 CI = auth("ci-token")
 AGENT1 = auth("agent1-token")
 AGENT2 = auth("agent2-token")
+CAROL = auth("carol-token")
+DAVE = auth("dave-token")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by fixture parameters
@@ -102,6 +108,8 @@ def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         record = {"token_sha256": token_digest(token), "subject": subject, "role": role}
         if bench_id is not None:
             record["bench_id"] = bench_id
+        if token in TEAMS:
+            record["team"] = TEAMS[token]
         records.append(record)
     path.write_text(json.dumps(records))
     return path
