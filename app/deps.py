@@ -60,6 +60,7 @@ def reservation_service(store: Store, clock: Clock, settings: Settings) -> Reser
             for bench_type, minutes in settings.no_show_grace_by_type.items()
         },
         idle_after=timedelta(minutes=settings.idle_release_min),
+        task_lease=settings.task_lease,
     )
     return ReservationService(
         store, clock, settings.max_reservation, quotas, Scheduler(store, clock, quotas, rules)

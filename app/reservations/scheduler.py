@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from app.benches.domain import AdminState, Bench
 from app.clock import Clock
 from app.errors import Conflict
+from app.executions.domain import Task, TaskStatus
 from app.history.domain import HistoryEntry
 from app.identity import Actor, Principal, Role
 from app.quotas.domain import QuotaExceeded
@@ -64,6 +65,8 @@ class HoldRules:
     no_show_grace: timedelta
     grace_by_type: Mapping[str, timedelta]
     idle_after: timedelta
+    # A lease heartbeat happened this long before the lease's end (the lease it set).
+    task_lease: timedelta = timedelta(seconds=60)
 
     def grace_for(self, bench_type: str | None) -> timedelta:
         if bench_type is not None and bench_type in self.grace_by_type:
@@ -293,8 +296,19 @@ class Scheduler:
             if execution.status.is_terminal:
                 continue
             for task in await self._store.executions.get_tasks(execution.task_ids):
-                moments.append(task.updated_at)
+                moments += _task_activity(task, self._rules.task_lease)
         return max(moments)
+
+
+def _task_activity(task: Task, lease: timedelta) -> list[datetime]:
+    """When the bench's agent last did something with the task: its claim, its last lease
+    heartbeat, its report. A lease that ran out (housekeeping's doing) is not activity."""
+    moments = [] if task.attempt_started_at is None else [task.attempt_started_at]
+    if task.status is TaskStatus.LEASED and task.lease_expires_at is not None:
+        moments.append(task.lease_expires_at - lease)
+    elif task.status.is_terminal:
+        moments.append(task.updated_at)
+    return moments
 
 
 def _with_reason(entry: HistoryEntry, reason: str | None) -> HistoryEntry:
