@@ -6,6 +6,7 @@ the domain, and turns store outcomes into the errors users see.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -63,6 +64,9 @@ logger = logging.getLogger("app.reservations")
 
 # Changes that free booked time: advancing bookings may move up after them.
 _FREES_TIME = frozenset({"cancelled", "released", "updated"})
+# Searches for an advancing booking's window before giving up with 503: each lost race
+# means another booking took the window found, so this covers a burst of that many.
+ADVANCING_ATTEMPTS = 32
 # A capability booking considers at most this many matching benches.
 MAX_CANDIDATES = 200
 LONGEST_SEARCH = timedelta(days=31)
@@ -191,7 +195,11 @@ class ReservationService:
                 "no active bench has all of: " + ", ".join(sorted(request.capabilities)),
                 candidates_tried=[],
             )
-        for _ in range(8):  # another booking may take the window between search and write
+        for attempt in range(ADVANCING_ATTEMPTS):
+            # Another booking may take the window between the search and the write: search
+            # again (after a short random pause, so that racing requests spread out).
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.02 * min(attempt, 10)))
             placement = await self.scheduler.earliest(benches, duration, earliest, latest)
             if placement is None:
                 found = await self.scheduler.earliest(benches, duration, earliest, horizon)
