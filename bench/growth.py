@@ -57,6 +57,7 @@ from app.benches.domain import BenchChanges, apply_changes, new_bench
 from app.benches.service import AUDIT as BENCH_AUDIT
 from app.benches.service import BenchService
 from app.clock import SystemClock
+from app.deps import reservation_service
 from app.executions.changes import EXECUTION_AUDIT, TASK_AUDIT
 from app.executions.domain import MAX_TASKS, TaskSpec, new_execution
 from app.executions.service import ExecutionService
@@ -64,8 +65,8 @@ from app.history.domain import HistoryEntry
 from app.identity import Actor, Principal, Role
 from app.ids import sortable_uuid
 from app.reservations.domain import Reservation, ReservationState, Window
-from app.reservations.service import AUDIT as RESERVATION_AUDIT
-from app.reservations.service import ReservationService
+from app.reservations.trail import AUDIT as RESERVATION_AUDIT
+from app.settings import Settings
 from app.store.base import Write
 from app.store.sqlite.benches import SqliteBenchRepository
 from app.store.sqlite.database import SqliteDatabase
@@ -303,7 +304,7 @@ class Lab:
 CLOCK = SystemClock()
 LABS = (
     Lab("calendar", "reservations", 1_000, 100_000, "calendar", seed_calendar, check_calendar,
-        lambda store: ReservationService(store, CLOCK, timedelta(hours=168)).calendar(
+        lambda store: reservation_service(store, CLOCK, Settings()).calendar(
             "b-0000", Window(DAY, NEXT_DAY), 50, None),
         {"BENCH_FROM": _iso(DAY), "BENCH_TO": _iso(NEXT_DAY)}),
     Lab("capability_list", "benches", 100, 10_000, "capability_list", seed_capability,

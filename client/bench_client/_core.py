@@ -31,9 +31,12 @@ from bench_client.models import (
     PageOutExecutionOut,
     PageOutHistoryEntryOut,
     PageOutReservationOut,
+    QuotaKind,
+    QuotaOut,
     ReservationOut,
     TaskIn,
     TaskOut,
+    UsageOut,
 )
 
 T = TypeVar("T")
@@ -339,14 +342,29 @@ class Operations:
     def create_reservation(
         self,
         *,
-        start: datetime,
-        end: datetime,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        duration: timedelta | None = None,
         bench_id: str | None = None,
         capabilities: Sequence[str] = (),
         purpose: str = "",
+        advance: bool = False,
+        not_before: datetime | None = None,
+        latest_start: datetime | None = None,
+        priority: int | None = None,
         idempotency_key: str | None = None,
     ) -> Call[ReservationOut]:
-        body: dict[str, Any] = {"start": _instant(start), "end": _instant(end), "purpose": purpose}
+        body: dict[str, Any] = {"purpose": purpose}
+        body |= _drop_none(
+            start=None if start is None else _instant(start),
+            end=None if end is None else _instant(end),
+            duration=None if duration is None else iso_duration(duration),
+            not_before=None if not_before is None else _instant(not_before),
+            latest_start=None if latest_start is None else _instant(latest_start),
+            priority=priority,
+        )
+        if advance:
+            body["advance"] = True
         if bench_id is not None:
             body["bench_id"] = bench_id
         if capabilities:
@@ -404,6 +422,29 @@ class Operations:
         path = f"/v1/reservations/{seg(reservation_id)}/release"
         return Call("POST", path, _model(ReservationOut))
 
+    def checkin_reservation(
+        self, reservation_id: str, *, version: int | None = None
+    ) -> Call[ReservationOut]:
+        path = f"/v1/reservations/{seg(reservation_id)}/checkin"
+        headers = {} if version is None else if_match(version)
+        return Call("POST", path, _model(ReservationOut), headers=headers)
+
+    def extend_reservation(
+        self, reservation_id: str, by: timedelta, *, version: int | None = None
+    ) -> Call[ReservationOut]:
+        # Without If-Match a repeat after a lost answer would extend twice: only an
+        # extension conditional on the version it read is safe to repeat (a 412 the second time).
+        path = f"/v1/reservations/{seg(reservation_id)}/extend"
+        headers = {} if version is None else if_match(version)
+        return Call(
+            "POST",
+            path,
+            _model(ReservationOut),
+            body={"by": iso_duration(by)},
+            headers=headers,
+            retry_safe=version is not None,
+        )
+
     def reservation_history(self, reservation_id: str) -> Pages[HistoryEntryOut]:
         path = f"/v1/reservations/{seg(reservation_id)}/history"
         return Pages(path, _page(PageOutHistoryEntryOut), self._limit())
@@ -431,6 +472,31 @@ class Operations:
             limit=limit,
         )
         return Call("GET", "/v1/availability", _free_windows, params)
+
+    # ------------------------------------------------------------------ quotas and usage
+
+    def get_quota(self, kind: QuotaKind | str, name: str) -> Call[QuotaOut]:
+        path = f"/v1/quotas/{seg(QuotaKind(kind).value)}/{seg(name)}"
+        return Call("GET", path, _model(QuotaOut))
+
+    def put_quota(
+        self,
+        quota: QuotaOut,
+        *,
+        max_booked_hours_7d: float | None = None,
+        max_concurrent: int | None = None,
+        max_window_hours: float | None = None,
+    ) -> Call[QuotaOut]:
+        body = {
+            "max_booked_hours_7d": max_booked_hours_7d,
+            "max_concurrent": max_concurrent,
+            "max_window_hours": max_window_hours,
+        }
+        path = f"/v1/quotas/{seg(QuotaKind(quota.kind).value)}/{seg(quota.name)}"
+        return Call("PUT", path, _model(QuotaOut), body=body, headers=if_match(quota.version))
+
+    def get_usage(self, *, user_id: str | None = None, team: str | None = None) -> Call[UsageOut]:
+        return Call("GET", "/v1/usage", _model(UsageOut), _query(user_id=user_id, team=team))
 
     # ------------------------------------------------------------------ executions
 

@@ -44,9 +44,12 @@ from bench_client.models import (
     FreeWindowOut,
     HeartbeatOut,
     HistoryEntryOut,
+    QuotaKind,
+    QuotaOut,
     ReservationOut,
     TaskIn,
     TaskOut,
+    UsageOut,
 )
 
 __all__ = ["AsyncClient"]
@@ -222,20 +225,40 @@ class AsyncClient(_Base):
     async def create_reservation(
         self,
         *,
-        start: datetime,
-        end: datetime,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        duration: timedelta | None = None,
         bench_id: str | None = None,
         capabilities: Sequence[str] = (),
         purpose: str = "",
+        advance: bool = False,
+        not_before: datetime | None = None,
+        latest_start: datetime | None = None,
+        priority: int | None = None,
         idempotency_key: str | None = None,
     ) -> ReservationOut:
+        """Book ``bench_id``, or any active bench with all ``capabilities``: from ``start``
+        to ``end`` (or for ``duration``).
+
+        ``advance=True`` with ``duration``: the service books the earliest free window at
+        once (from ``not_before``, else now; the answer's ``start`` is an estimate) and moves
+        the booking up by itself whenever an earlier one frees (event
+        ``reservation.advanced``). Nothing starting by ``latest_start``: Conflict with
+        ``earliest_start`` and ``earliest_bench_id``. ``priority`` (0-100; users up to 50,
+        pipelines and admins up to 100) says who moves up first. Over quota:
+        QuotaExceeded."""
         return await self._run(
             self._ops.create_reservation(
                 start=start,
                 end=end,
+                duration=duration,
                 bench_id=bench_id,
                 capabilities=capabilities,
                 purpose=purpose,
+                advance=advance,
+                not_before=not_before,
+                latest_start=latest_start,
+                priority=priority,
                 idempotency_key=idempotency_key,
             )
         )
@@ -276,6 +299,23 @@ class AsyncClient(_Base):
     async def release_reservation(self, reservation_id: str) -> ReservationOut:
         return await self._run(self._ops.release_reservation(reservation_id))
 
+    async def checkin_reservation(
+        self, reservation_id: str, *, version: int | None = None
+    ) -> ReservationOut:
+        """Say you are at the bench: an active reservation nobody checked in to (and that
+        no run used) is released as a no-show after the service's grace. ``version``: only
+        if it is still that version (else PreconditionFailed). Not active: InvalidTransition."""
+        return await self._run(self._ops.checkin_reservation(reservation_id, version=version))
+
+    async def extend_reservation(
+        self, reservation_id: str, by: timedelta, *, version: int | None = None
+    ) -> ReservationOut:
+        """End ``by`` later, atomically. Conflict when the time after is held (its
+        ``holders`` and ``detail`` say by whom); QuotaExceeded when over quota. ``version``:
+        only if it is still that version (else PreconditionFailed); with it the request is
+        retried like any other, without it never (a repeat could extend twice)."""
+        return await self._run(self._ops.extend_reservation(reservation_id, by, version=version))
+
     def reservation_history(self, reservation_id: str) -> AsyncIterator[HistoryEntryOut]:
         return self._iterate(self._ops.reservation_history(reservation_id))
 
@@ -302,6 +342,39 @@ class AsyncClient(_Base):
                 limit=limit,
             )
         )
+
+    # ------------------------------------------------------------------ quotas and usage
+
+    async def get_quota(self, kind: QuotaKind | str, name: str) -> QuotaOut:
+        """A user's (``kind="user"``) or a team's limits: your own and your team's, any for
+        admins. ``version`` 0: none was set, the service's defaults apply."""
+        return await self._run(self._ops.get_quota(kind, name))
+
+    async def put_quota(
+        self,
+        quota: QuotaOut,
+        *,
+        max_booked_hours_7d: float | None = None,
+        max_concurrent: int | None = None,
+        max_window_hours: float | None = None,
+    ) -> QuotaOut:
+        """Set all three limits of ``quota``'s user or team (None: no limit of that kind),
+        if it is still the version read (else PreconditionFailed: read it again; see
+        ``update``). Admins only."""
+        return await self._run(
+            self._ops.put_quota(
+                quota,
+                max_booked_hours_7d=max_booked_hours_7d,
+                max_concurrent=max_concurrent,
+                max_window_hours=max_window_hours,
+            )
+        )
+
+    async def get_usage(self, *, user_id: str | None = None, team: str | None = None) -> UsageOut:
+        """Booked and used hours per UTC day over the last 30 days, their totals and the
+        quota: yours (``user_id`` None or ``"me"``), another user's or a team's (``team``;
+        admins read anyone's)."""
+        return await self._run(self._ops.get_usage(user_id=user_id, team=team))
 
     # ------------------------------------------------------------------ executions
 

@@ -28,6 +28,7 @@ __all__ = [
     "NotFound",
     "PreconditionFailed",
     "PreconditionRequired",
+    "QuotaExceeded",
     "RateLimited",
     "TransportFailure",
     "Unauthorized",
@@ -78,13 +79,39 @@ class Forbidden(ApiError):
     status_code = 403
 
 
+class QuotaExceeded(Forbidden):
+    """403 whose problem names the ``limit`` a booking, a move or an extension would go
+    over (``max_booked_hours_7d``, ``max_concurrent``, ``max_window_hours``); ``detail``
+    says it in words, with the figures and when room frees. ``quota`` is the limit;
+    ``frees_at`` (max_booked_hours_7d only) when enough booked time leaves the 7 days."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        problem: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(status, title, detail, problem, request_id)
+        self.limit = str(self.problem.get("limit"))
+        quota = self.problem.get("quota")
+        self.quota: float | None = float(quota) if isinstance(quota, int | float) else None
+        self.frees_at: datetime | None = _instant(self.problem.get("frees_at"))
+
+
 class NotFound(ApiError):
     status_code = 404
 
 
 class Conflict(ApiError):
     """409: a double booking (``conflicts``), a state that refuses the request
-    (``current_status``, ``allowed_transitions``), a duplicate id, a key in flight."""
+    (``current_status``, ``allowed_transitions``), a duplicate id, a key in flight.
+
+    ``holders``: who holds each of ``conflicts`` (by reservation id), where the service
+    says (an extension's 409 does). ``earliest_start`` and ``earliest_bench_id``: for an
+    advancing booking with nothing free by its ``latest_start``, the earliest window found
+    (None when none is within the search)."""
 
     status_code = 409
 
@@ -104,6 +131,10 @@ class Conflict(ApiError):
         )
         current = self.problem.get("current_status")
         self.current_status: str | None = None if current is None else str(current)
+        self.holders: dict[str, str] = _holders(self.problem.get("conflicts"))
+        self.earliest_start: datetime | None = _instant(self.problem.get("earliest_start"))
+        bench = self.problem.get("earliest_bench_id")
+        self.earliest_bench_id: str | None = None if bench is None else str(bench)
 
 
 class InvalidTransition(Conflict):
@@ -224,6 +255,26 @@ def _conflicts(raw: object) -> list[ConflictingReservation]:
     return out
 
 
+def _holders(raw: object) -> dict[str, str]:
+    if not isinstance(raw, list):
+        return {}
+    return {
+        str(item["reservation_id"]): str(item["user_id"])
+        for item in raw
+        if isinstance(item, Mapping) and item.get("reservation_id") and item.get("user_id")
+    }
+
+
+def _instant(raw: object) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
     if value is None:
@@ -260,6 +311,8 @@ def error_from_response(response: httpx.Response) -> ApiError:
     cls = _BY_STATUS.get(status, ApiError)
     if cls is Conflict and problem.get("allowed_transitions") is not None:
         cls = InvalidTransition
+    if cls is Forbidden and problem.get("limit") is not None:
+        cls = QuotaExceeded
     if cls is PreconditionFailed:
         return PreconditionFailed(
             status, title, detail, problem, request_id, current_etag=response.headers.get("ETag")

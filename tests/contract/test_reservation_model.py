@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from app.clock import ManualClock
+from app.deps import reservation_service
 from app.errors import AppError, Conflict
 from app.identity import Actor, Principal, Role
 from app.reservations.domain import Window
-from app.reservations.service import BookingRequest, ReservationService
+from app.reservations.service import BookingRequest
+from app.settings import Settings
 from app.store.base import ReservationQuery, Store
 from tests.conftest import START
 from tests.support.factories import entry_for, make_bench
@@ -51,7 +53,7 @@ def random_window(rng: random.Random, now: datetime) -> Window:
 async def test_random_walk_matches_the_model(store: Store, seed: int) -> None:
     rng = random.Random(seed)
     clock = ManualClock(START)
-    service = ReservationService(store, clock, timedelta(hours=168))
+    service = reservation_service(store, clock, Settings())
     for bench_id in BENCHES:
         bench = make_bench(bench_id)
         await store.benches.create(bench, entry_for(bench))

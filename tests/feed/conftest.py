@@ -14,6 +14,7 @@ import pytest
 
 from app.benches.service import BenchService, NewBench
 from app.clock import ManualClock
+from app.deps import reservation_service
 from app.feed.events import ChangeEvent, ChangeFeed
 from app.feed.factory import FeedSource, open_feed
 from app.identity import Actor, Principal, Role
@@ -72,7 +73,7 @@ def benches(store: Store, clock: ManualClock) -> BenchService:
 
 
 def reservations(store: Store, clock: ManualClock) -> ReservationService:
-    return ReservationService(store, clock, timedelta(hours=168))
+    return reservation_service(store, clock, Settings())
 
 
 def new_bench(bench_id: str, *capabilities: str) -> NewBench:

@@ -14,7 +14,15 @@ import typer
 from bench_client import Client
 from bench_client.cli.output import Output
 
-__all__ = ["Settings", "open_client", "read_token", "settings_of"]
+__all__ = [
+    "ClickException",
+    "Settings",
+    "UsageError",
+    "open_client",
+    "read_token",
+    "settings_of",
+    "usage_error",
+]
 
 
 @dataclass
@@ -23,6 +31,23 @@ class Settings:
     token_file: Path | None
     profile: str | None
     out: Output
+
+
+def _click_error(name: str) -> type[Exception]:
+    """Typer's click exception classes (vendored by newer Typer, click's own before)."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == name and issubclass(cls, Exception):
+            return cls
+    raise ImportError(f"typer has no {name}")
+
+
+UsageError = _click_error("UsageError")
+ClickException = _click_error("ClickException")
+
+
+def usage_error(ctx: typer.Context, message: str) -> Exception:
+    """A usage error of this command (benchctl prints it with a pointer to its --help)."""
+    return UsageError(message, ctx)
 
 
 def settings_of(ctx: typer.Context) -> Settings:

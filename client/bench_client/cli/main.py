@@ -25,12 +25,13 @@ import typer
 
 from bench_client import Client
 from bench_client.cli.booking import NoWindow, book_earliest
-from bench_client.cli.context import Settings
+from bench_client.cli.context import ClickException, Settings, UsageError, usage_error
 from bench_client.cli.context import open_client as _client
 from bench_client.cli.context import read_token as _read_token
 from bench_client.cli.context import settings_of as _settings
 from bench_client.cli.output import Output, jsonable, text
 from bench_client.cli.profiles import save_profile
+from bench_client.cli.quotas import quota_app, usage
 from bench_client.cli.runs import (
     EXIT_CODES,
     EXIT_TIMED_OUT,
@@ -38,6 +39,14 @@ from bench_client.cli.runs import (
     Follower,
     parse_task,
     verdict_code,
+)
+from bench_client.cli.scheduling import (
+    book_advancing,
+    checkin,
+    conflict_lines,
+    extend_by,
+    problem_lines,
+    show_advancing,
 )
 from bench_client.cli.timeparse import format_duration, parse_duration, parse_when
 from bench_client.cli.watch import watch
@@ -140,20 +149,8 @@ def _seconds(value: str, option: str) -> int:
     return int(_duration(value, option).total_seconds())
 
 
-def _click_error(name: str) -> type[Exception]:
-    """Typer's click exception classes (vendored by newer Typer, click's own before)."""
-    for cls in typer.BadParameter.__mro__:
-        if cls.__name__ == name and issubclass(cls, Exception):
-            return cls
-    raise ImportError(f"typer has no {name}")
-
-
-UsageError = _click_error("UsageError")
-ClickException = _click_error("ClickException")
-
-
 def _usage(ctx: typer.Context, message: str) -> Exception:
-    return UsageError(message, ctx)
+    return usage_error(ctx, message)
 
 
 # --- login -------------------------------------------------------------------------------
@@ -386,15 +383,62 @@ def book(
         bool, typer.Option("--earliest", help="Book the earliest free window.")
     ] = False,
     purpose: Annotated[str, typer.Option("--purpose", help="What it is for.")] = "",
+    advance: Annotated[
+        bool,
+        typer.Option(
+            "--advance",
+            help="Book the earliest free window now; the service moves it up by itself "
+            "whenever an earlier one frees.",
+        ),
+    ] = False,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            "--priority",
+            min=0,
+            max=100,
+            help="With --advance: who moves up first (users up to 50; CI and admins 100).",
+        ),
+    ] = None,
+    not_before: Annotated[
+        str | None,
+        typer.Option("--not-before", help="With --advance: never start before.", metavar="WHEN"),
+    ] = None,
+    latest_start: Annotated[
+        str | None,
+        typer.Option(
+            "--latest-start",
+            help="With --advance: refuse (naming the earliest window) unless it starts by then.",
+            metavar="WHEN",
+        ),
+    ] = None,
 ) -> None:
-    """Book a bench (or any bench with some capabilities) at a time, or at the earliest."""
+    """Book a bench (or any bench with some capabilities) at a time, at the earliest, or
+    at the earliest and moving up (--advance)."""
     settings = _settings(ctx)
     out = settings.out
     length = _duration(for_, "--for")
     if bench_id is None and not capability:
         raise _usage(ctx, "name a BENCH or give --capability")
+    if advance and (earliest or at is not None):
+        raise _usage(ctx, "--advance finds the window itself: drop --at/--earliest (--not-before)")
+    if not advance and (priority is not None or not_before or latest_start):
+        raise _usage(ctx, "--priority, --not-before and --latest-start go with --advance")
     start = _when(at, "--at") if at is not None else None
     with _client(settings) as client:
+        if advance:
+            booked = book_advancing(
+                client,
+                length,
+                bench_id=bench_id,
+                capabilities=capability or (),
+                purpose=purpose,
+                not_before=_when(not_before, "--not-before") if not_before else None,
+                latest_start=_when(latest_start, "--latest-start") if latest_start else None,
+                priority=priority,
+            )
+            show_advancing(out, booked)
+            return
         if earliest:
 
             def lost(window: FreeWindowOut, conflict: Conflict) -> None:
@@ -519,7 +563,9 @@ def move(
         str | None, typer.Option("--for", help="New length.", metavar="DURATION")
     ] = None,
 ) -> None:
-    """Move a reservation (--to), or make it longer (--extend) or another length (--for)."""
+    """Move a reservation (--to), or make it longer (--extend) or another length (--for).
+
+    --extend alone extends it in place, or says who holds the time after."""
     settings = _settings(ctx)
     if to is None and extend is None and for_ is None:
         raise _usage(ctx, "give --to WHEN, --extend DURATION or --for DURATION")
@@ -527,6 +573,11 @@ def move(
     extra = _duration(extend, "--extend") if extend is not None else timedelta(0)
     length = _duration(for_, "--for") if for_ is not None else None
     with _client(settings) as client:
+        if start is None and length is None:
+            longer = extend_by(client, reservation_id, extra)
+            headline = f"extended {longer.reservation_id} to {settings.out.when(longer.end)}"
+            _show_reservation(settings.out, longer, headline)
+            return
 
         def change(current: ReservationOut) -> ReservationOut:
             new_start = start or current.start
@@ -865,6 +916,12 @@ def _book_for_run(
 
 app.command()(watch)
 
+# --- scheduling and quotas (bench_client/cli/scheduling.py, quotas.py) -------------------
+
+app.command()(checkin)
+app.command()(usage)
+app.add_typer(quota_app, name="quota")
+
 
 # --- errors and the entry point ----------------------------------------------------------
 
@@ -889,14 +946,13 @@ def _when_text(value: object) -> str:
 
 
 def _api_error_lines(error: ApiError) -> tuple[str, list[str]]:
+    special = problem_lines(error, _when_text)
+    if special is not None:
+        return special
     first = " ".join(f"{error.title}: {error.detail}".split())
     more: list[str] = []
     if isinstance(error, Conflict):
-        more += [
-            f"in the way: reservation {c.reservation_id} "
-            f"({_when_text(c.start)} to {_when_text(c.end)})"
-            for c in error.conflicts
-        ]
+        more += conflict_lines(error, _when_text)
         tried = error.problem.get("candidates_tried")
         for candidate in tried if isinstance(tried, list) else []:
             if not isinstance(candidate, dict):
