@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -56,6 +56,9 @@ class ConflictingReservation(BaseModel):
     reservation_id: str
     start: datetime
     end: datetime
+    user_id: str | None = Field(
+        default=None, description="Who holds it (an extension's 409 names them)"
+    )
 
 
 class ConflictProblem(Problem):

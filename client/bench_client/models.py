@@ -96,6 +96,10 @@ class ConflictingReservation(BaseModel):
     end: Annotated[AwareDatetime, Field(title="End")]
     reservation_id: Annotated[str, Field(title="Reservation Id")]
     start: Annotated[AwareDatetime, Field(title="Start")]
+    user_id: Annotated[str | None, Field(title="User Id")] = None
+    """
+    Who holds it (an extension's 409 names them)
+    """
 
 
 class DayUsageOut(BaseModel):

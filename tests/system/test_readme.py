@@ -84,6 +84,7 @@ def test_the_walkthrough_is_shell_that_the_checks_understand() -> None:
         428,
         412,
         409,
+        403,
         204,
     ]
     # POSIX shell: no bash-only words a dash user would trip on.
