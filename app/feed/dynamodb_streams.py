@@ -32,6 +32,7 @@ from app.store.dynamodb.tables import (
     EVENTS,
     FEED_CHECKPOINTS,
     IDEMPOTENCY,
+    LEDGERS,
     TABLES,
     WEBHOOKS,
     DynamoClient,
@@ -55,11 +56,14 @@ _DESERIALIZER = TypeDeserializer()
 
 
 def streamed_tables(tables: Sequence[TableSpec] = TABLES) -> tuple[TableSpec, ...]:
-    """Every table but request bookkeeping (idempotency keys), the checkpoints, and the
-    webhook side: subscriptions hold signing secrets, deliveries and the event log are
-    the service's own delivery machinery (the SQLite outbox leaves them out as well)."""
+    """Every table but request bookkeeping (idempotency keys, the quota holders' ledgers:
+    each booking rewrites its holder's whole ledger, and the reservations hold the same
+    windows), the checkpoints, and the webhook side: subscriptions hold signing secrets,
+    deliveries and the event log are the service's own delivery machinery (the SQLite
+    outbox leaves them out as well)."""
     excluded = {
         IDEMPOTENCY.name,
+        LEDGERS.name,
         FEED_CHECKPOINTS.name,
         WEBHOOKS.name,
         DELIVERIES.name,

@@ -329,6 +329,7 @@ TRACED_SUITES = (
     "tests/contract/test_history_retention.py",
     "tests/contract/test_event_log.py",  # the event log and announcing milestones
     "tests/contract/test_webhook_store.py",  # subscriptions, deliveries, the relay
+    "tests/contract/test_scheduling_store.py",  # quotas, ledgers, the scheduler's reads
     "tests/contract/dynamodb",
     "tests/api/test_housekeeping.py",
     "tests/feed",

@@ -1,6 +1,6 @@
 """Builders of the domain objects that store tests write: benches, reservations,
-executions and tasks, their history entries and idempotency records, domain events,
-webhook subscriptions and deliveries.
+executions and tasks, their history entries and idempotency records, quotas and quota
+checks, domain events, webhook subscriptions and deliveries.
 
 Plain functions of their arguments (ids, hours after ``T0``, minutes after ``START``): the
 same call builds the same object, except for ids that are random on purpose
@@ -22,6 +22,7 @@ from app.history.domain import HistoryEntry, diff
 from app.identity import Actor, Principal, Role
 from app.ids import sortable_uuid
 from app.kit.idempotency import IdempotencyClaim
+from app.quotas.domain import Limits, Quota, QuotaCheck, QuotaKind
 from app.reservations.domain import Reservation, ReservationState
 from app.store.base import IdempotencyRecord, Store
 from app.webhooks.domain import Webhook, WebhookFormat, WebhookState
@@ -127,6 +128,55 @@ def key_record(key: str, resource_id: str, fingerprint: str = "f1") -> Idempoten
 async def book(store: Store, reservation: Reservation) -> Reservation:
     await store.reservations.create(reservation, reservation_entry(reservation))
     return reservation
+
+
+# --- quotas ----------------------------------------------------------------------------------
+
+
+def make_quota(
+    name: str = "alice",
+    kind: QuotaKind = QuotaKind.USER,
+    *,
+    hours_7d: float | None = None,
+    concurrent: int | None = None,
+    window_hours: float | None = None,
+    version: int = 1,
+) -> Quota:
+    return Quota(
+        kind=kind,
+        name=name,
+        limits=Limits(
+            max_booked_hours_7d=hours_7d,
+            max_concurrent=concurrent,
+            max_window_hours=window_hours,
+        ),
+        version=version,
+        updated_at=START + timedelta(seconds=version),
+    )
+
+
+def quota_entry(quota: Quota, action: str = "created") -> HistoryEntry:
+    return HistoryEntry(
+        entity_type="quota",
+        entity_id=f"{quota.kind.value}:{quota.name}",
+        version=quota.version,
+        at=quota.updated_at,
+        actor="root",
+        request_id="req",
+        action=action,
+        changes=diff({}, quota.audited()),
+    )
+
+
+def quota_check(reservation: Reservation, *quotas: Quota) -> QuotaCheck:
+    """The check a service makes of ``reservation``'s (new) window against ``quotas``."""
+    return QuotaCheck(
+        reservation_id=reservation.reservation_id,
+        window=reservation.window,
+        quotas=quotas,
+        user_id=reservation.user_id,
+        team=reservation.team,
+    )
 
 
 # --- executions and tasks ------------------------------------------------------------------

@@ -16,19 +16,14 @@ from typing import Any
 from app.benches.domain import DEFAULT_CONCURRENCY, AdminState, Bench, Heartbeat, Liveness
 from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.history.domain import HistoryEntry
-from app.reservations.domain import Reservation, ReservationState
 from app.store.base import IdempotencyRecord, execution_page_key
 from app.store.dynamodb.tables import (
-    ANNOUNCE_AT,
-    ANNOUNCE_PK,
-    ANNOUNCE_PK_ATTRIBUTE,
     BENCH_LIST_PK,
     BENCH_SK,
     CAPABILITY_SK_PREFIX,
     CREATED_KEY,
     LEASED_PK,
     OPEN_RESERVATION_ID,
-    OPEN_RESERVATION_PK,
 )
 from app.timeutil import from_iso, to_iso
 
@@ -157,67 +152,6 @@ def decode_history(item: Item) -> HistoryEntry:
         request_id=item["request_id"]["S"],
         action=item["action"]["S"],
         changes=json.loads(item["changes"]["S"]),
-    )
-
-
-# --- reservations --------------------------------------------------------------------------
-
-
-def reservation_key(reservation_id: str) -> Item:
-    return {"reservation_id": s(reservation_id)}
-
-
-def encode_reservation(reservation: Reservation) -> Item:
-    item: Item = {
-        **reservation_key(reservation.reservation_id),
-        "bench_id": s(reservation.bench_id),
-        "user_id": s(reservation.user_id),
-        "start": s(to_iso(reservation.start)),
-        "end": s(to_iso(reservation.end)),
-        "purpose": s(reservation.purpose),
-        "state": s(reservation.state.value),
-        "version": n(reservation.version),
-        "created_at": s(to_iso(reservation.created_at)),
-        "updated_at": s(to_iso(reservation.updated_at)),
-        "announced": n(reservation.announced),
-    }
-    if reservation.state is ReservationState.BOOKED:
-        item["open_pk"] = s(OPEN_RESERVATION_PK)
-    item.update(announce_attributes(reservation, reservation.announced))
-    return item
-
-
-def announce_at(reservation: Reservation, announced: int) -> datetime | None:
-    """When the next milestone of ``reservation`` falls due once ``announced`` are: its
-    start (nothing announced yet), its end (started); None when none is left to announce
-    (both announced, or the reservation no longer booked)."""
-    if reservation.state is not ReservationState.BOOKED or announced >= 2:
-        return None
-    return reservation.start if announced == 0 else reservation.end
-
-
-def announce_attributes(reservation: Reservation, announced: int) -> Item:
-    """The sparse announce index's attributes: none when nothing is left to announce."""
-    due = announce_at(reservation, announced)
-    if due is None:
-        return {}
-    return {ANNOUNCE_PK_ATTRIBUTE: s(ANNOUNCE_PK), ANNOUNCE_AT: s(to_iso(due))}
-
-
-def decode_reservation(item: Item) -> Reservation:
-    return Reservation(
-        reservation_id=item["reservation_id"]["S"],
-        bench_id=item["bench_id"]["S"],
-        user_id=item["user_id"]["S"],
-        start=from_iso(item["start"]["S"]),
-        end=from_iso(item["end"]["S"]),
-        purpose=item["purpose"]["S"],
-        state=ReservationState(item["state"]["S"]),
-        version=int(item["version"]["N"]),
-        created_at=from_iso(item["created_at"]["S"]),
-        updated_at=from_iso(item["updated_at"]["S"]),
-        # Items written before milestones were announced have announced none.
-        announced=int(item.get("announced", {}).get("N", 0)),
     )
 
 

@@ -29,17 +29,15 @@ from app.store.dynamodb.calls import (
     query_until,
     transact,
 )
-from app.store.dynamodb.codec import (
-    Action,
-    Item,
+from app.store.dynamodb.codec import Action, Item, n, s
+from app.store.dynamodb.events import EventTable
+from app.store.dynamodb.reservation_codec import (
     announce_at,
     announce_attributes,
+    announced_is,
     decode_reservation,
-    n,
     reservation_key,
-    s,
 )
-from app.store.dynamodb.events import EventTable
 from app.store.dynamodb.tables import (
     ANNOUNCE_AT,
     ANNOUNCE_INDEX,
@@ -142,14 +140,6 @@ async def announce(
         f"announcing {current.reservation_id!r}: transaction conflicts"
         f" {_CONFLICT_ATTEMPTS} times in a row"
     )
-
-
-def announced_is(announced: int) -> tuple[str, Item]:
-    """The condition "the stored announced count is ``announced``" (``#announced``) and
-    its value; items written before milestones were counted have none, which reads as 0."""
-    if announced == 0:
-        return "(attribute_not_exists(#announced) OR #announced = :was)", {":was": n(0)}
-    return "#announced = :was", {":was": n(announced)}
 
 
 def _due(reservation: Reservation) -> datetime | None:

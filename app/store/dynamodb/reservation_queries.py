@@ -1,13 +1,14 @@
-"""The reservations' reads that serve listings and housekeeping, on DynamoDB.
+"""The reservations' reads that serve listings, housekeeping and the scheduler, on DynamoDB.
 
-Listings read the bench and user indexes; housekeeping's sweep for ended reservations
-reads the sparse open index, which names candidates only: it re-reads them with a
-consistent BatchGetItem and keeps those the table says are still over, since an index
-lags the table by a moment.
+Listings read the bench and user indexes; the sweeps (ended, started, advancing
+reservations) read sparse keys-only indexes, which name candidates only: they re-read
+them with a consistent BatchGetItem and keep those the table says still qualify, since an
+index lags the table by a moment.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,17 +20,24 @@ from app.store.base import (
     reservation_page_key,
 )
 from app.store.dynamodb.calls import (
+    BATCH_GET_MAX,
     Call,
     batch_get,
     one_more_than,
     page_of,
     query_until,
 )
-from app.store.dynamodb.codec import Item, decode_reservation, reservation_key, s
+from app.store.dynamodb.codec import Item, s
+from app.store.dynamodb.reservation_codec import decode_reservation, reservation_key
 from app.store.dynamodb.tables import (
+    ADVANCE_PK,
+    ADVANCE_PK_ATTRIBUTE,
+    ADVANCING_INDEX,
     BENCH_RESERVATIONS_INDEX,
+    BOOKED_STARTS_INDEX,
     OPEN_RESERVATION_PK,
     OPEN_RESERVATIONS_INDEX,
+    TEAM_RESERVATIONS_INDEX,
     USER_RESERVATIONS_INDEX,
 )
 from app.timeutil import to_iso
@@ -38,14 +46,17 @@ from app.timeutil import to_iso
 async def find_reservations(
     call: Call, table: str, query: ReservationQuery, limit: int, after: str | None
 ) -> Page[Reservation]:
-    """A calendar or a user's reservations: one index Query, bounded by the window asked."""
+    """A calendar, a user's or a team's reservations: one index Query, bounded by the
+    window asked (the first of bench, user and team named is the index, the others filters)."""
     want = one_more_than(limit)
     if query.bench_id is not None:
         index, partition, value = BENCH_RESERVATIONS_INDEX, "bench_id", query.bench_id
     elif query.user_id is not None:
         index, partition, value = USER_RESERVATIONS_INDEX, "user_id", query.user_id
+    elif query.team is not None:
+        index, partition, value = TEAM_RESERVATIONS_INDEX, "team", query.team
     else:
-        raise ValueError("a reservation query needs bench_id or user_id")
+        raise ValueError("a reservation query needs bench_id, user_id or team")
 
     # Bounds on start, both inclusive. A reservation lasts at most LONGEST_WINDOW, so
     # one ending after ``ends_after`` started at most that long before it.
@@ -89,10 +100,14 @@ async def find_reservations(
     if highest is not None:
         values[":highest"] = s(highest)
     filters = []
-    if query.bench_id is not None and query.user_id is not None:
+    if partition != "user_id" and query.user_id is not None:
         names["#user"] = "user_id"
         values[":user"] = s(query.user_id)
         filters.append("#user = :user")
+    if partition != "team" and query.team is not None:
+        names["#team"] = "team"
+        values[":team"] = s(query.team)
+        filters.append("#team = :team")
     if query.ends_after is not None:
         names["#end"] = "end"
         values[":ends_after"] = s(to_iso(query.ends_after))
@@ -145,3 +160,80 @@ async def find_ended(call: Call, table: str, before: datetime, limit: int) -> li
     # The index lags the table: keep only what is still booked and over.
     ended = [r for r in current if r.state is ReservationState.BOOKED and r.end <= before]
     return sorted(ended, key=lambda r: (r.end, r.reservation_id))
+
+
+async def find_started(
+    call: Call, table: str, since: datetime, until: datetime, limit: int
+) -> list[Reservation]:
+    """Booked reservations with since <= start <= until, earliest first."""
+    if since > until:
+        return []
+
+    def qualifies(reservation: Reservation) -> bool:
+        return reservation.state is ReservationState.BOOKED and since <= reservation.start <= until
+
+    return await _candidates(
+        call,
+        table,
+        {
+            "IndexName": BOOKED_STARTS_INDEX,
+            "KeyConditionExpression": "#pk = :pk AND #start BETWEEN :since AND :until",
+            "ExpressionAttributeNames": {"#pk": "open_pk", "#start": "start"},
+            "ExpressionAttributeValues": {
+                ":pk": s(OPEN_RESERVATION_PK),
+                ":since": s(to_iso(since)),
+                ":until": s(to_iso(until)),
+            },
+        },
+        qualifies,
+        limit,
+    )
+
+
+async def find_advancing(call: Call, table: str, after: datetime, limit: int) -> list[Reservation]:
+    """Booked reservations with ``advance`` that start after ``after``, soonest first."""
+
+    def qualifies(reservation: Reservation) -> bool:
+        return (
+            reservation.state is ReservationState.BOOKED
+            and reservation.advance
+            and reservation.start > after
+        )
+
+    return await _candidates(
+        call,
+        table,
+        {
+            "IndexName": ADVANCING_INDEX,
+            "KeyConditionExpression": "#pk = :pk AND #start > :after",
+            "ExpressionAttributeNames": {"#pk": ADVANCE_PK_ATTRIBUTE, "#start": "start"},
+            "ExpressionAttributeValues": {":pk": s(ADVANCE_PK), ":after": s(to_iso(after))},
+        },
+        qualifies,
+        limit,
+    )
+
+
+async def _candidates(
+    call: Call,
+    table: str,
+    query: dict[str, Any],
+    qualifies: Callable[[Reservation], bool],
+    limit: int,
+) -> list[Reservation]:
+    """A sparse index's candidates in start order, each page re-read consistently: those
+    the table says still qualify, by (start, reservation_id)."""
+    if limit < 1:
+        return []
+
+    async def keep(items: list[Item]) -> list[Reservation]:
+        keys = [reservation_key(item["reservation_id"]["S"]) for item in items]
+        if not keys:
+            return []
+        stored = (await batch_get(call, {table: keys}))[table]
+        return [r for r in map(decode_reservation, stored) if qualifies(r)]
+
+    params = {"TableName": table, "ScanIndexForward": True, **query}
+    # Each page of candidates is read back in one BatchGetItem, so no page is larger.
+    found = await query_until(call, params, limit, keep, most=BATCH_GET_MAX)
+    return sorted(found, key=lambda r: (r.start, r.reservation_id))

@@ -6,13 +6,15 @@ per bench and UTC day lists the booked windows touching that day. A booking read
 days with ConsistentRead, decides with the domain's ``conflicts``, and commits in one
 TransactWriteItems that rewrites those days conditioned on the versions it read. When
 another booking wrote one of them in between, the transaction is cancelled and the
-booking reads and decides again.
+booking reads and decides again. Quotas are decided the same way on the Ledgers guard
+items of the reservation's holders (ledgers.py), read with the days and rewritten in the
+same transaction by every change of what a reservation holds.
 
 Milestones (``announced``) are not configuration: announcing one is a write of its own,
 conditioned on the version and the announced count, that moves neither; an update is
 conditioned on both as well, so a copy read before an announcement cannot undo it.
-Listings and the ended-reservation sweep are in reservation_queries.py, milestones in
-milestones.py.
+Listings and the sweeps are in reservation_queries.py, milestones in milestones.py, the
+item layout in reservation_codec.py.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import datetime
 
 from app.benches.domain import AdminState
 from app.events.domain import DomainEvent
 from app.history.domain import HistoryEntry
-from app.reservations.domain import Reservation, ReservationState, conflicts
+from app.quotas.domain import QuotaCheck
+from app.reservations.domain import Reservation, conflicts
 from app.store.base import (
     AlreadyExists,
     BenchNotBookable,
@@ -40,8 +43,10 @@ from app.store.base import (
 )
 from app.store.dynamodb.calendar import (
     Day,
+    DayKey,
     Snapshot,
     calendar_key,
+    day_keys,
     decode_day,
     lost_race,
     ordered,
@@ -60,26 +65,40 @@ from app.store.dynamodb.calls import (
 from app.store.dynamodb.codec import (
     Action,
     Item,
-    announce_attributes,
     bench_key,
     decode_bench,
     decode_record,
-    decode_reservation,
-    encode_reservation,
     idempotency_key,
-    n,
     put_record,
-    reservation_key,
     s,
 )
 from app.store.dynamodb.history import HistoryTable
-from app.store.dynamodb.milestones import announce, announced_is, find_unannounced
-from app.store.dynamodb.reservation_queries import find_ended, find_reservations
-from app.store.dynamodb.tables import ANNOUNCE_AT, ANNOUNCE_PK_ATTRIBUTE, OPEN_RESERVATION_PK
-from app.timeutil import to_iso
+from app.store.dynamodb.ledgers import (
+    Ledger,
+    checked_holders,
+    decode_ledger,
+    held_for,
+    holdings,
+    ledger_actions,
+    ledger_key,
+)
+from app.store.dynamodb.milestones import announce, find_unannounced
+from app.store.dynamodb.reservation_codec import (
+    decode_reservation,
+    encode_reservation,
+    replace_reservation,
+    reservation_key,
+)
+from app.store.dynamodb.reservation_queries import (
+    find_advancing,
+    find_ended,
+    find_reservations,
+    find_started,
+)
 
-# Lost calendar races before giving up with StoreUnavailable. Each lost race means another
-# booking of the same bench and day committed, so a few rounds settle any realistic burst.
+# Lost races before giving up with StoreUnavailable. Each lost race means another booking
+# of the same bench and day, or of the same holder, committed, so a few rounds settle any
+# realistic burst.
 _ATTEMPTS = 10
 # Full-jitter backoff between rounds: spreads racers apart instead of re-colliding.
 _BACKOFF_BASE_S = 0.005
@@ -88,6 +107,13 @@ _BACKOFF_CAP_S = 0.2
 
 async def _back_off(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)))
+
+
+def _placement(reservation: Reservation) -> tuple[str, datetime, datetime] | None:
+    """Where a reservation sits on the calendars: nowhere once it no longer holds."""
+    if not reservation.holds_bench:
+        return None
+    return (reservation.bench_id, reservation.start, reservation.end)
 
 
 class DynamoReservationRepository:
@@ -100,6 +126,7 @@ class DynamoReservationRepository:
         benches_table: str,
         history_table: HistoryTable,
         idempotency_table: str,
+        ledgers_table: str,
     ) -> None:
         self._call = call
         self._table = reservations_table
@@ -107,25 +134,30 @@ class DynamoReservationRepository:
         self._benches = benches_table
         self._history = history_table
         self._idempotency = idempotency_table
+        self._ledgers = ledgers_table
 
     async def create(
         self,
         reservation: Reservation,
         entry: HistoryEntry,
         idempotency: IdempotencyRecord | None = None,
+        quota: QuotaCheck | None = None,
     ) -> None:
-        days = reservation.window.days()
+        reservation_id = reservation.reservation_id
+        days = day_keys(reservation.bench_id, reservation.window)
+        mine, checked = holdings(reservation), checked_holders(quota)
         for attempt in range(_ATTEMPTS):
             if attempt:
                 await _back_off(attempt)
             # The bench and the key ride along in the same read, so the outcomes are
-            # decided in the SQLite adapter's order: key, bench, window. A concurrent
-            # retry with one key must find the key (and replay), not the window it took.
+            # decided in the SQLite adapter's order: key, bench, window, quota. A
+            # concurrent retry with one key must find the key (and replay), not the
+            # window it took.
             seen = await self._read(
-                reservation.bench_id,
                 days,
-                bench=True,
+                bench=reservation.bench_id,
                 key=None if idempotency is None else idempotency.key,
+                ledgers=[*mine, *checked],
             )
             if (
                 idempotency is not None
@@ -135,11 +167,11 @@ class DynamoReservationRepository:
                 raise IdempotencyKeyTaken(seen.record)
             if seen.bench is None or seen.bench.admin_state is not AdminState.ACTIVE:
                 raise BenchNotBookable(seen.bench)
-            taken = conflicts(
-                reservation.window, seen.slots(days), ignore=reservation.reservation_id
-            )
+            taken = conflicts(reservation.window, seen.slots(days), ignore=reservation_id)
             if taken:
                 raise WindowTaken(ordered(taken))
+            if quota is not None:
+                quota.check(held_for(quota, seen.ledgers))
 
             # What was read is only advice: every fact it showed is a condition here.
             actions: list[Action] = [
@@ -152,18 +184,13 @@ class DynamoReservationRepository:
                     }
                 },
             ]
-            first_day = len(actions)
             for day in days:
                 bucket = seen.days[day]
-                actions.append(
-                    write_day(
-                        self._calendar,
-                        reservation.bench_id,
-                        bucket,
-                        [*bucket.slots, reservation.slot],
-                    )
-                )
-            calendar = range(first_day, len(actions))
+                actions.append(write_day(self._calendar, bucket, [*bucket.slots, reservation.slot]))
+            actions += ledger_actions(
+                self._ledgers, seen.ledgers, reservation_id, {}, mine, checked, entry.at
+            )
+            guards = range(2, len(actions))
             actions += self._history.puts(entry)
             if idempotency is not None:
                 actions.append(put_record(self._idempotency, idempotency))
@@ -177,11 +204,12 @@ class DynamoReservationRepository:
                 stored = old_item(reasons, 0)
                 raise BenchNotBookable(None if stored is None else decode_bench(stored))
             if failed(reasons, 1):
-                raise AlreadyExists(reservation.reservation_id)
-            if not lost_race(reasons, calendar):
+                raise AlreadyExists(reservation_id)
+            if not lost_race(reasons, guards):
                 raise cancelled(reasons)
         raise StoreUnavailable(
-            f"booking {reservation.bench_id!r}: lost the calendar race {_ATTEMPTS} times"
+            f"booking {reservation.bench_id!r}: lost the race for its calendar days or"
+            f" ledgers {_ATTEMPTS} times"
         )
 
     async def get(self, reservation_id: str) -> Reservation | None:
@@ -189,27 +217,46 @@ class DynamoReservationRepository:
             self._call, self._table, reservation_key(reservation_id), decode_reservation
         )
 
-    async def update(self, current: Reservation, updated: Reservation, entry: HistoryEntry) -> None:
+    async def update(
+        self,
+        current: Reservation,
+        updated: Reservation,
+        entry: HistoryEntry,
+        quota: QuotaCheck | None = None,
+    ) -> None:
         reservation_id = current.reservation_id
-        # The bench is the stored one: an update changes the window, purpose and state only.
-        bench_id = current.bench_id
-        freed = set(current.window.days()) if current.holds_bench else set()
-        held = set(updated.window.days()) if updated.holds_bench else set()
-        calendar_changes = current.holds_bench != updated.holds_bench or (
-            updated.holds_bench and current.window != updated.window
-        )
-        days = sorted(freed | held) if calendar_changes else []
+        moves_bench = updated.bench_id != current.bench_id
+        # The calendars follow the placement: the old days freed, the new ones taken (on
+        # another bench when the scheduler moves the booking there).
+        calendar_changes = _placement(current) != _placement(updated)
+        freed: set[DayKey] = set()
+        taken: set[DayKey] = set()
+        if calendar_changes and current.holds_bench:
+            freed = set(day_keys(current.bench_id, current.window))
+        if calendar_changes and updated.holds_bench:
+            taken = set(day_keys(updated.bench_id, updated.window))
+        days = sorted(freed | taken)
+        # The ledgers follow what it holds, and a quota is checked (as on SQLite) when the
+        # reservation holds after the change.
+        before, after = holdings(current), holdings(updated)
+        checked = checked_holders(quota) if updated.holds_bench else []
+        ledgers = sorted({*before, *after, *checked}) if before != after or checked else []
+        # Reading the reservation too whenever a check follows, so a stale caller hears
+        # VersionMismatch before BenchNotBookable, WindowTaken or QuotaExceeded, as from
+        # the SQLite adapter.
+        verify = bool(taken) or moves_bench or bool(checked)
         for attempt in range(_ATTEMPTS):
             if attempt:
                 await _back_off(attempt)
-            day_actions: list[Action] = []
-            if days:
-                # Taking a window also reads the reservation, so a stale caller hears
-                # VersionMismatch before WindowTaken, as from the SQLite adapter.
+            guard_actions: list[Action] = []
+            if days or ledgers or verify:
                 seen = await self._read(
-                    bench_id, days, reservation_id=reservation_id if held else None
+                    days,
+                    bench=updated.bench_id if moves_bench else None,
+                    reservation_id=reservation_id if verify else None,
+                    ledgers=ledgers,
                 )
-                if held:
+                if verify:
                     if seen.reservation is None:
                         raise ItemNotFound(reservation_id)
                     if (
@@ -217,19 +264,40 @@ class DynamoReservationRepository:
                         or seen.reservation.announced != current.announced
                     ):
                         raise VersionMismatch(seen.reservation)
-                    taken = conflicts(updated.window, seen.slots(held), ignore=reservation_id)
-                    if taken:
-                        raise WindowTaken(ordered(taken))
+                if moves_bench and (
+                    seen.bench is None or seen.bench.admin_state is not AdminState.ACTIVE
+                ):
+                    raise BenchNotBookable(seen.bench)
+                if taken:
+                    collisions = conflicts(updated.window, seen.slots(taken), ignore=reservation_id)
+                    if collisions:
+                        raise WindowTaken(ordered(collisions))
+                if quota is not None and checked:
+                    quota.check(held_for(quota, seen.ledgers))
                 for day in days:
                     bucket = seen.days[day]
                     slots = [slot for slot in bucket.slots if slot.reservation_id != reservation_id]
-                    if day in held:
+                    if day in taken:
                         slots.append(updated.slot)
                     if ordered(slots) != ordered(bucket.slots):
-                        day_actions.append(write_day(self._calendar, bench_id, bucket, slots))
+                        guard_actions.append(write_day(self._calendar, bucket, slots))
+                if ledgers:
+                    guard_actions += ledger_actions(
+                        self._ledgers,
+                        seen.ledgers,
+                        reservation_id,
+                        before,
+                        after,
+                        checked,
+                        entry.at,
+                    )
 
-            actions: list[Action] = [self._update_reservation(current, updated), *day_actions]
-            calendar = range(1, len(actions))
+            actions: list[Action] = [replace_reservation(self._table, current, updated)]
+            if moves_bench:
+                actions.append(self._check_bookable(updated.bench_id))
+            first_guard = len(actions)
+            actions += guard_actions
+            guards = range(first_guard, len(actions))
             actions += self._history.puts(entry)
             reasons = await transact(self._call, actions)
             if reasons is None:
@@ -239,10 +307,14 @@ class DynamoReservationRepository:
                 if stored is None:
                     raise ItemNotFound(reservation_id)
                 raise VersionMismatch(decode_reservation(stored))
-            if not lost_race(reasons, calendar):
+            if moves_bench and failed(reasons, 1):
+                stored = old_item(reasons, 1)
+                raise BenchNotBookable(None if stored is None else decode_bench(stored))
+            if not lost_race(reasons, guards):
                 raise cancelled(reasons)
         raise StoreUnavailable(
-            f"changing {reservation_id!r}: lost the calendar race {_ATTEMPTS} times"
+            f"changing {reservation_id!r}: lost the race for its calendar days or ledgers"
+            f" {_ATTEMPTS} times"
         )
 
     async def find(
@@ -252,6 +324,12 @@ class DynamoReservationRepository:
 
     async def find_ended(self, before: datetime, limit: int) -> list[Reservation]:
         return await find_ended(self._call, self._table, before, limit)
+
+    async def find_advancing(self, after: datetime, limit: int) -> list[Reservation]:
+        return await find_advancing(self._call, self._table, after, limit)
+
+    async def find_started(self, since: datetime, until: datetime, limit: int) -> list[Reservation]:
+        return await find_started(self._call, self._table, since, until, limit)
 
     async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:
         return await find_unannounced(self._call, self._table, before, limit)
@@ -263,32 +341,42 @@ class DynamoReservationRepository:
 
     async def _read(
         self,
-        bench_id: str,
-        days: Iterable[date],
+        days: Iterable[DayKey],
         *,
-        bench: bool = False,
+        bench: str | None = None,
         key: str | None = None,
         reservation_id: str | None = None,
+        ledgers: Iterable[str] = (),
     ) -> Snapshot:
         """One consistent BatchGetItem: the calendar days, and what else the caller names."""
-        snapshot = Snapshot(days={day: Day(day) for day in days})
-        keys = {self._calendar: [calendar_key(bench_id, day) for day in snapshot.days]}
-        if bench:
-            keys[self._benches] = [bench_key(bench_id)]
+        snapshot = Snapshot(
+            days={day: Day(*day) for day in days},
+            ledgers={name: Ledger(name) for name in ledgers},
+        )
+        keys: dict[str, list[Item]] = {}
+        if snapshot.days:
+            keys[self._calendar] = [calendar_key(*day) for day in snapshot.days]
+        if bench is not None:
+            keys[self._benches] = [bench_key(bench)]
         if key is not None:
             keys[self._idempotency] = [idempotency_key(key)]
         if reservation_id is not None:
             keys[self._table] = [reservation_key(reservation_id)]
+        if snapshot.ledgers:
+            keys[self._ledgers] = [ledger_key(name) for name in snapshot.ledgers]
         found = await batch_get(self._call, keys)
         for item in found.get(self._calendar, []):
             bucket = decode_day(item)
-            snapshot.days[bucket.day] = bucket
+            snapshot.days[bucket.key] = bucket
         for item in found.get(self._benches, []):
             snapshot.bench = decode_bench(item)
         for item in found.get(self._idempotency, []):
             snapshot.record = decode_record(item)
         for item in found.get(self._table, []):
             snapshot.reservation = decode_reservation(item)
+        for item in found.get(self._ledgers, []):
+            ledger = decode_ledger(item)
+            snapshot.ledgers[ledger.holder] = ledger
         return snapshot
 
     def _check_bookable(self, bench_id: str) -> Action:
@@ -300,74 +388,6 @@ class DynamoReservationRepository:
                 "ExpressionAttributeNames": {"#state": "admin_state"},
                 "ExpressionAttributeValues": {":active": s(AdminState.ACTIVE.value)},
                 # The bench as it is, to say why it cannot be booked without another read.
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        }
-
-    def _update_reservation(self, current: Reservation, updated: Reservation) -> Action:
-        # SET only what an update may change, as the SQLite adapter does: the bench, the
-        # owner and the creation time stay as stored.
-        assignments = [
-            "#start = :start",
-            "#end = :end",
-            "#purpose = :purpose",
-            "#state = :state",
-            "#version = :version",
-            "#updated = :updated",
-            "#announced = :announced",
-        ]
-        removals = []
-        values: Item = {}
-        if updated.state is ReservationState.BOOKED:
-            assignments.append("#open = :open")
-            values[":open"] = s(OPEN_RESERVATION_PK)
-        else:
-            removals.append("#open")
-        # The announce index follows the new window and state.
-        due = announce_attributes(updated, updated.announced)
-        if due:
-            assignments += ["#due_pk = :due_pk", "#due_at = :due_at"]
-            values[":due_pk"] = due[ANNOUNCE_PK_ATTRIBUTE]
-            values[":due_at"] = due[ANNOUNCE_AT]
-        else:
-            removals += ["#due_pk", "#due_at"]
-        expression = "SET " + ", ".join(assignments)
-        if removals:
-            expression += " REMOVE " + ", ".join(removals)
-        # A milestone announced since ``current`` was read moved no version, but this
-        # copy would undo it: the stored count must be the one read, too.
-        condition, seen = announced_is(current.announced)
-        values.update(seen)
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": reservation_key(current.reservation_id),
-                "UpdateExpression": expression,
-                "ConditionExpression": f"#version = :seen AND {condition}",
-                "ExpressionAttributeNames": {
-                    "#start": "start",
-                    "#end": "end",
-                    "#purpose": "purpose",
-                    "#state": "state",
-                    "#version": "version",
-                    "#updated": "updated_at",
-                    "#open": "open_pk",
-                    "#announced": "announced",
-                    "#due_pk": ANNOUNCE_PK_ATTRIBUTE,
-                    "#due_at": ANNOUNCE_AT,
-                },
-                "ExpressionAttributeValues": {
-                    **values,
-                    ":start": s(to_iso(updated.start)),
-                    ":end": s(to_iso(updated.end)),
-                    ":purpose": s(updated.purpose),
-                    ":state": s(updated.state.value),
-                    ":version": n(updated.version),
-                    ":updated": s(to_iso(updated.updated_at)),
-                    ":announced": n(updated.announced),
-                    ":seen": n(current.version),
-                },
-                # A missing item fails ``version = :seen`` too: no Item back means 404.
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }

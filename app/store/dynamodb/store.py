@@ -2,10 +2,11 @@
 
 ``DynamoStore`` owns the client and sends every request (metered, outages mapped to
 StoreUnavailable); the repositories live beside it, one module per aggregate: benches.py,
-reservations.py (with reservation_queries.py and milestones.py), executions.py,
-history.py, idempotency.py, events.py (the event log) and webhooks.py (subscriptions and
-deliveries). Item layout lives in codec.py (and webhook_codec.py), table definitions in
-tables.py, and requests shared by repositories in calls.py.
+reservations.py (with its guard items in calendar.py and ledgers.py, reservation_queries.py
+and milestones.py), quotas.py, executions.py, history.py, idempotency.py, events.py (the
+event log) and webhooks.py (subscriptions and deliveries). Item layout lives in codec.py
+(and reservation_codec.py, webhook_codec.py), table definitions in tables.py, and requests
+shared by repositories in calls.py.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from app.store.dynamodb.events import (
 from app.store.dynamodb.executions import DynamoExecutionRepository
 from app.store.dynamodb.history import DynamoHistoryRepository, HistoryTable
 from app.store.dynamodb.idempotency import DynamoIdempotencyRepository
+from app.store.dynamodb.quotas import DynamoQuotaRepository
 from app.store.dynamodb.reservations import DynamoReservationRepository
 from app.store.dynamodb.tables import (
     BENCH_CALENDAR,
@@ -45,6 +47,8 @@ from app.store.dynamodb.tables import (
     FEED_CHECKPOINTS,
     HISTORY,
     IDEMPOTENCY,
+    LEDGERS,
+    QUOTAS,
     RESERVATIONS,
     TASKS,
     WEBHOOKS,
@@ -135,6 +139,10 @@ class DynamoStore:
             benches_table=self._benches_table,
             history_table=history_table,
             idempotency_table=idempotency_table,
+            ledgers_table=LEDGERS.table_name(table_prefix),
+        )
+        self.quotas = DynamoQuotaRepository(
+            self._call, QUOTAS.table_name(table_prefix), history_table
         )
         self.idempotency = DynamoIdempotencyRepository(self._call, idempotency_table)
         self.executions = DynamoExecutionRepository(

@@ -145,10 +145,13 @@ HISTORY = TableSpec(
     ttl_attribute="expires_at",
 )
 
-# Reservations by id; the two indexes serve calendars and "my reservations" in start order.
+# Reservations by id; three indexes serve calendars, "my reservations" and a team's in start
+# order.
 # They lag the table: listings read them, bookings never decide on them (see BENCH_CALENDAR).
 BENCH_RESERVATIONS_INDEX = "bench_reservations_idx"
 USER_RESERVATIONS_INDEX = "user_reservations_idx"
+# Sparse by nature: only a reservation with a team carries ``team`` (a team's usage).
+TEAM_RESERVATIONS_INDEX = "team_reservations_idx"
 # Sparse: only booked reservations carry ``open_pk``, so housekeeping finds the ones whose
 # window has ended with one query, however many finished reservations the table holds.
 OPEN_RESERVATIONS_INDEX = "open_reservations_idx"
@@ -161,23 +164,32 @@ ANNOUNCE_INDEX = "announce_idx"
 ANNOUNCE_PK_ATTRIBUTE = "announce_pk"
 ANNOUNCE_AT = "announce_at"
 ANNOUNCE_PK = "DUE"
+# Sparse, on the same ``open_pk`` (booked only) sorted by start: the reservations that
+# started in a range (check-in and idleness chores).
+BOOKED_STARTS_INDEX = "booked_starts_idx"
+# Sparse: only a booked reservation with ``advance`` carries advance_pk = "ADVANCE", sorted
+# by start, so the scheduler reads the ones it may move up, not every booked one.
+ADVANCING_INDEX = "advancing_idx"
+ADVANCE_PK_ATTRIBUTE = "advance_pk"
+ADVANCE_PK = "ADVANCE"
+
+
+def _by_start(name: str, partition: str, projection: Projection) -> IndexSpec:
+    return IndexSpec(
+        name=name,
+        partition=KeyAttribute(partition, "S"),
+        sort=KeyAttribute("start", "S"),
+        projection=projection,
+    )
+
 
 RESERVATIONS = TableSpec(
     name="Reservations",
     partition=KeyAttribute("reservation_id", "S"),
     indexes=(
-        IndexSpec(
-            name=BENCH_RESERVATIONS_INDEX,
-            partition=KeyAttribute("bench_id", "S"),
-            sort=KeyAttribute("start", "S"),
-            projection="ALL",
-        ),
-        IndexSpec(
-            name=USER_RESERVATIONS_INDEX,
-            partition=KeyAttribute("user_id", "S"),
-            sort=KeyAttribute("start", "S"),
-            projection="ALL",
-        ),
+        _by_start(BENCH_RESERVATIONS_INDEX, "bench_id", "ALL"),
+        _by_start(USER_RESERVATIONS_INDEX, "user_id", "ALL"),
+        _by_start(TEAM_RESERVATIONS_INDEX, "team", "ALL"),
         IndexSpec(
             name=OPEN_RESERVATIONS_INDEX,
             partition=KeyAttribute("open_pk", "S"),
@@ -190,6 +202,8 @@ RESERVATIONS = TableSpec(
             sort=KeyAttribute(ANNOUNCE_AT, "S"),
             projection="KEYS_ONLY",
         ),
+        _by_start(BOOKED_STARTS_INDEX, "open_pk", "KEYS_ONLY"),
+        _by_start(ADVANCING_INDEX, ADVANCE_PK_ATTRIBUTE, "KEYS_ONLY"),
     ),
 )
 
@@ -201,6 +215,20 @@ BENCH_CALENDAR = TableSpec(
     name="BenchCalendar",
     partition=KeyAttribute("bench_id", "S"),
     sort=KeyAttribute("day", "S"),
+)
+
+# One guard item per quota holder (holder "user#<id>" / "team#<name>"): the windows its
+# holding reservations hold and a ``version``, rewritten (version-conditioned) by every
+# change of what a reservation holds, and read by quota checks with the calendar days.
+LEDGERS = TableSpec(
+    name="Ledgers",
+    partition=KeyAttribute("holder", "S"),
+)
+
+# Quotas of users and teams (quota = "user#<name>" / "team#<name>"), with a version.
+QUOTAS = TableSpec(
+    name="Quotas",
+    partition=KeyAttribute("quota", "S"),
 )
 
 # Idempotency-Key records (24 h), written in the transaction of the resource they create.
@@ -330,6 +358,8 @@ TABLES: tuple[TableSpec, ...] = (
     HISTORY,
     RESERVATIONS,
     BENCH_CALENDAR,
+    LEDGERS,
+    QUOTAS,
     IDEMPOTENCY,
     EXECUTIONS,
     TASKS,

@@ -57,13 +57,15 @@ async def test_round_trips_and_capacity_per_booking_cancel_and_move(
     await add_bench(store)
     calendar, benches = f"{prefix}BenchCalendar", f"{prefix}Benches"
     keys, reservations = f"{prefix}Idempotency", f"{prefix}Reservations"
+    ledgers = f"{prefix}Ledgers"
 
     def reset() -> None:
         store.calls.clear()
         store.capacity.clear()
         recorder.requests.clear()
 
-    # Booking one day, with a key: one consistent read of day + bench + key, one transaction.
+    # Booking one day, with a key: one consistent read of day + bench + key + the user's
+    # ledger, one transaction.
     reset()
     mine = booking("rig-1", 0, 2)
     await store.reservations.create(
@@ -75,38 +77,46 @@ async def test_round_trips_and_capacity_per_booking_cancel_and_move(
         (calendar, "BatchGetItem"): 1.0,
         (benches, "BatchGetItem"): 1.0,
         (keys, "BatchGetItem"): 1.0,
+        (ledgers, "BatchGetItem"): 1.0,
     }
     [actions] = transactions(recorder)
-    assert [next(iter(a)) for a in actions] == ["ConditionCheck", "Put", "Put", "Put", "Put"]
-    # bench check, reservation, one day, history, key: five items under 1 KB, 2 units each.
-    assert await transaction_write_units(raw_client, actions) == 10
+    assert [next(iter(a)) for a in actions] == ["ConditionCheck"] + ["Put"] * 5
+    # bench check, reservation, one day, ledger, history, key: six items under 1 KB, 2 units
+    # each.
+    assert await transaction_write_units(raw_client, actions) == 12
 
-    # A three-day window without a key: three days and the bench read, six actions.
+    # A three-day window without a key: three days, the bench and the ledger read, seven
+    # actions.
     reset()
     long = booking("rig-1", 24, 72)  # Nov 27 08:00 to Nov 29 08:00 touches 27, 28, 29
     await book(store, long)
     assert store.calls == {"BatchGetItem": 1, "TransactWriteItems": 1}
-    assert store.capacity == {(calendar, "BatchGetItem"): 3.0, (benches, "BatchGetItem"): 1.0}
+    assert store.capacity == {
+        (calendar, "BatchGetItem"): 3.0,
+        (benches, "BatchGetItem"): 1.0,
+        (ledgers, "BatchGetItem"): 1.0,
+    }
     [actions] = transactions(recorder)
-    assert len(actions) == 6
-    assert await transaction_write_units(raw_client, actions) == 12
+    assert len(actions) == 7
+    assert await transaction_write_units(raw_client, actions) == 14
 
-    # The longest window touches 32 days: still one transaction, 35 actions of 100.
+    # The longest window touches 32 days: still one transaction, 36 actions of 100.
     reset()
     longest = booking("rig-1", 24 * 40, 24 * 40 + LONGEST_WINDOW.total_seconds() / 3600)
     await book(store, longest)
     assert store.calls == {"BatchGetItem": 1, "TransactWriteItems": 1}
-    assert len(transactions(recorder)[0]) == 1 + 1 + 32 + 1
+    assert len(transactions(recorder)[0]) == 1 + 1 + 32 + 1 + 1
 
-    # Cancelling frees its days: read them, then reservation + days + history.
+    # Cancelling frees its days and its room in the ledger: read them, then reservation +
+    # days + ledger + history.
     reset()
     cancelled = changed(mine, state=ReservationState.CANCELLED)
     await store.reservations.update(mine, cancelled, reservation_entry(cancelled, "cancelled"))
     assert store.calls == {"BatchGetItem": 1, "TransactWriteItems": 1}
-    assert store.capacity == {(calendar, "BatchGetItem"): 1.0}
+    assert store.capacity == {(calendar, "BatchGetItem"): 1.0, (ledgers, "BatchGetItem"): 1.0}
     [actions] = transactions(recorder)
-    assert [next(iter(a)) for a in actions] == ["Update", "Put", "Put"]
-    assert await transaction_write_units(raw_client, actions) == 6
+    assert [next(iter(a)) for a in actions] == ["Put"] * 4
+    assert await transaction_write_units(raw_client, actions) == 8
 
     # Moving to another day: both days and the reservation (for its version) are read.
     reset()
@@ -116,10 +126,12 @@ async def test_round_trips_and_capacity_per_booking_cancel_and_move(
     assert store.capacity == {
         (calendar, "BatchGetItem"): 4.0,
         (reservations, "BatchGetItem"): 1.0,
+        (ledgers, "BatchGetItem"): 1.0,
     }
     [actions] = transactions(recorder)
-    assert len(actions) == 1 + 4 + 1  # reservation, three days freed and one taken, history
-    assert await transaction_write_units(raw_client, actions) == 12
+    # reservation, three days freed and one taken, the ledger, history
+    assert len(actions) == 1 + 4 + 1 + 1
+    assert await transaction_write_units(raw_client, actions) == 14
 
     # Changing the purpose only leaves the calendar alone: one transaction, no read.
     reset()

@@ -33,6 +33,8 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
             f"{prefix}History",
             f"{prefix}Reservations",
             f"{prefix}BenchCalendar",
+            f"{prefix}Ledgers",
+            f"{prefix}Quotas",
             f"{prefix}Idempotency",
             f"{prefix}Executions",
             f"{prefix}Tasks",
@@ -98,13 +100,23 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
     assert set(indexes) == {
         "bench_reservations_idx",
         "user_reservations_idx",
+        "team_reservations_idx",
         "open_reservations_idx",
         "announce_idx",
+        "booked_starts_idx",
+        "advancing_idx",
     }
     assert indexes["open_reservations_idx"]["KeySchema"] == [
         {"AttributeName": "open_pk", "KeyType": "HASH"},
         {"AttributeName": "end", "KeyType": "RANGE"},
     ]
+    # Sparse and keys only: the booked ones by start, the booked ones to advance by start.
+    for name, partition in (("booked_starts_idx", "open_pk"), ("advancing_idx", "advance_pk")):
+        assert indexes[name]["KeySchema"] == [
+            {"AttributeName": partition, "KeyType": "HASH"},
+            {"AttributeName": "start", "KeyType": "RANGE"},
+        ]
+        assert indexes[name]["Projection"]["ProjectionType"] == "KEYS_ONLY"
     assert indexes["announce_idx"]["KeySchema"] == [
         {"AttributeName": "announce_pk", "KeyType": "HASH"},
         {"AttributeName": "announce_at", "KeyType": "RANGE"},
@@ -112,6 +124,7 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
     for name, partition in (
         ("bench_reservations_idx", "bench_id"),
         ("user_reservations_idx", "user_id"),
+        ("team_reservations_idx", "team"),
     ):
         assert indexes[name]["KeySchema"] == [
             {"AttributeName": partition, "KeyType": "HASH"},
@@ -124,6 +137,10 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
         {"AttributeName": "day", "KeyType": "RANGE"},
     ]
     assert calendar.get("GlobalSecondaryIndexes", []) == []
+    for name, key in (("Ledgers", "holder"), ("Quotas", "quota")):
+        table = (await raw_client.describe_table(TableName=f"{prefix}{name}"))["Table"]
+        assert table["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
+        assert table.get("GlobalSecondaryIndexes", []) == []
     keys = (await raw_client.describe_table(TableName=f"{prefix}Idempotency"))["Table"]
     assert keys["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]
     ttl = await raw_client.describe_time_to_live(TableName=f"{prefix}Idempotency")
@@ -131,7 +148,7 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
         "TimeToLiveStatus": "ENABLED",
         "AttributeName": "expires_at",
     }
-    for name in ("Reservations", "BenchCalendar"):
+    for name in ("Reservations", "BenchCalendar", "Ledgers", "Quotas"):
         ttl = await raw_client.describe_time_to_live(TableName=f"{prefix}{name}")
         assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
 
