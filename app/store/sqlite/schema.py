@@ -6,6 +6,8 @@ outbox (outbox.py) builds its triggers from this schema's live columns.
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiosqlite
 
 SCHEMA = """
@@ -42,7 +44,15 @@ CREATE TABLE IF NOT EXISTS reservations (
     state TEXT NOT NULL,
     version INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    announced INTEGER NOT NULL DEFAULT 0,
+    advance INTEGER NOT NULL DEFAULT 0,
+    priority INTEGER NOT NULL DEFAULT 50,
+    not_before TEXT,
+    capabilities TEXT NOT NULL DEFAULT '[]',
+    team TEXT,
+    checked_in_at TEXT,
+    idle_warned_at TEXT
 );
 CREATE INDEX IF NOT EXISTS reservations_by_bench ON reservations(bench_id, start, reservation_id);
 CREATE INDEX IF NOT EXISTS reservations_by_user ON reservations(user_id, start, reservation_id);
@@ -204,5 +214,10 @@ async def add_missing_columns(connection: aiosqlite.Connection) -> None:
     for table, column, declaration in _ADDED_COLUMNS:
         rows = await connection.execute_fetchall(f"PRAGMA table_info({table})")
         if column not in {row["name"] for row in rows}:
-            await connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            try:
+                await connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            except sqlite3.OperationalError as error:
+                # Another process opening the same old file added it first.
+                if "duplicate column name" not in str(error):
+                    raise
     await connection.executescript(_LATER_INDEXES)
