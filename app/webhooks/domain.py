@@ -13,8 +13,10 @@ import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from app.events.domain import DomainEvent, EventFilter
+from app.timeutil import from_iso, to_iso
 
 GIVE_UP_AFTER = timedelta(hours=24)
 FIRST_RETRY = timedelta(seconds=5)
@@ -98,6 +100,26 @@ class Attempt:
     latency_ms: float
     answer: str
     error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As both stores keep it (inside the delivery, as JSON)."""
+        return {
+            "at": to_iso(self.at),
+            "status_code": self.status_code,
+            "latency_ms": self.latency_ms,
+            "answer": self.answer,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Attempt:
+        return cls(
+            at=from_iso(raw["at"]),
+            status_code=raw["status_code"],
+            latency_ms=float(raw["latency_ms"]),
+            answer=raw["answer"],
+            error=raw.get("error"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 from app.events.domain import DomainEvent
 from app.store.dynamodb.codec import Item, n, s
@@ -111,33 +110,13 @@ def open_entity(webhook_id: str, entity_key: str) -> str:
     return f"{webhook_id}|{entity_key}"
 
 
-def _attempt_json(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "at": to_iso(attempt.at),
-        "status_code": attempt.status_code,
-        "latency_ms": attempt.latency_ms,
-        "answer": attempt.answer,
-        "error": attempt.error,
-    }
-
-
-def _attempt(raw: dict[str, Any]) -> Attempt:
-    return Attempt(
-        at=from_iso(raw["at"]),
-        status_code=raw["status_code"],
-        latency_ms=float(raw["latency_ms"]),
-        answer=raw["answer"],
-        error=raw.get("error"),
-    )
-
-
 def encode_delivery(delivery: Delivery) -> Item:
     item: Item = {
         **delivery_key(delivery.webhook_id, delivery.delivery_id),
         "entity_key": s(delivery.entity_key),
         "event": s(json.dumps(delivery.event.to_json())),
         "status": s(delivery.status.value),
-        "attempts": s(json.dumps([_attempt_json(attempt) for attempt in delivery.attempts])),
+        "attempts": s(json.dumps([attempt.to_json() for attempt in delivery.attempts])),
         "version": n(delivery.version),
         "created_at": s(to_iso(delivery.created_at)),
         "updated_at": s(to_iso(delivery.updated_at)),
@@ -164,6 +143,6 @@ def decode_delivery(item: Item) -> Delivery:
         version=int(item["version"]["N"]),
         created_at=from_iso(item["created_at"]["S"]),
         updated_at=from_iso(item["updated_at"]["S"]),
-        attempts=tuple(_attempt(raw) for raw in json.loads(item["attempts"]["S"])),
+        attempts=tuple(Attempt.from_json(raw) for raw in json.loads(item["attempts"]["S"])),
         sender=_text(item, "sender"),
     )

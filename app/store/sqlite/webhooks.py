@@ -85,26 +85,6 @@ WEBHOOKS: Table[Webhook] = Table(
 )
 
 
-def attempt_json(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "at": to_iso(attempt.at),
-        "status_code": attempt.status_code,
-        "latency_ms": attempt.latency_ms,
-        "answer": attempt.answer,
-        "error": attempt.error,
-    }
-
-
-def attempt_from_json(raw: dict[str, Any]) -> Attempt:
-    return Attempt(
-        at=from_iso(raw["at"]),
-        status_code=raw["status_code"],
-        latency_ms=float(raw["latency_ms"]),
-        answer=raw["answer"],
-        error=raw.get("error"),
-    )
-
-
 def _delivery_row(delivery: Delivery) -> dict[str, Any]:
     return {
         "webhook_id": delivery.webhook_id,
@@ -113,7 +93,7 @@ def _delivery_row(delivery: Delivery) -> dict[str, Any]:
         "event": json.dumps(delivery.event.to_json()),
         "status": delivery.status.value,
         "due_at": _optional_iso(delivery.due_at),
-        "attempts": json.dumps([attempt_json(a) for a in delivery.attempts]),
+        "attempts": json.dumps([a.to_json() for a in delivery.attempts]),
         "sender": delivery.sender,
         "version": delivery.version,
         "created_at": to_iso(delivery.created_at),
@@ -128,7 +108,7 @@ def _delivery_from_row(row: sqlite3.Row) -> Delivery:
         event=DomainEvent.from_json(json.loads(row["event"])),
         status=DeliveryStatus(row["status"]),
         due_at=_optional_time(row["due_at"]),
-        attempts=tuple(attempt_from_json(a) for a in json.loads(row["attempts"])),
+        attempts=tuple(Attempt.from_json(a) for a in json.loads(row["attempts"])),
         sender=row["sender"],
         version=row["version"],
         created_at=from_iso(row["created_at"]),
