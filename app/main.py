@@ -103,7 +103,7 @@ def create_app(
             )
         webhook_http = None
         if settings.webhook_delivery:
-            webhook_http = http_client()
+            webhook_http = http_client(settings.webhook_timeout_s)
             loops.append(
                 asyncio.create_task(
                     deliver_webhooks(
@@ -113,6 +113,7 @@ def create_app(
                             state.clock,
                             allowed_networks(settings.webhook_allow_networks),
                             webhook_http,
+                            settings.webhook_timeout_s,
                         ),
                         settings.event_poll_ms / 1000,
                         lifecycle.stopping.is_set,

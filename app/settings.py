@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # Whether this process fans events out to webhooks and sends them (every replica may;
     # claims keep each attempt to one sender).
     webhook_delivery: bool = True
+    # An attempt that gets no answer within this long has failed; a claimed attempt is
+    # given three times as long before another sender may take it over.
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=30)
     # Holds that end themselves: a started reservation nobody checked in to is released
     # after the grace (0: never; per bench type in the JSON map), and one without
     # activity for idle_release_min is warned at half of it and released at all of it.

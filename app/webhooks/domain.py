@@ -21,9 +21,10 @@ from app.timeutil import from_iso, to_iso
 GIVE_UP_AFTER = timedelta(hours=24)
 FIRST_RETRY = timedelta(seconds=5)
 LONGEST_RETRY = timedelta(hours=1)
-# A claimed delivery not finished by then is due again (its sender died or hung): the
-# attempt itself times out after 5 s, so a live sender is always done well before.
-DELIVERY_LEASE = timedelta(seconds=15)
+# A claimed delivery not finished by then is due again (its sender died or hung): this
+# many times the attempt's own timeout, so a live sender is always done well before.
+LEASE_PER_TIMEOUT = 3
+ATTEMPT_TIMEOUT = timedelta(seconds=5)
 # What an attempt keeps of the receiver's answer.
 ANSWER_KEPT = 1024
 # Attempts kept on a delivery: the first ones and the latest ones tell the story.
@@ -153,11 +154,13 @@ def new_delivery(webhook_id: str, event: DomainEvent, now: datetime) -> Delivery
     )
 
 
-def claim(delivery: Delivery, sender: str, now: datetime) -> Delivery:
+def claim(
+    delivery: Delivery, sender: str, now: datetime, timeout: timedelta = ATTEMPT_TIMEOUT
+) -> Delivery:
     return replace(
         delivery,
         status=DeliveryStatus.SENDING,
-        due_at=now + DELIVERY_LEASE,
+        due_at=now + timeout * LEASE_PER_TIMEOUT,
         sender=sender,
         version=delivery.version + 1,
         updated_at=now,

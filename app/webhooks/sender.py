@@ -1,7 +1,7 @@
 """Sending deliveries: claim one (a conditional write, so each attempt has one sender),
 POST it signed, record the attempt, and schedule the next one or stop.
 
-A sender that dies mid-attempt leaves its claim to run out (``DELIVERY_LEASE``): the
+A sender that dies mid-attempt leaves its claim to run out (three times the attempt's timeout): the
 delivery is due again and another sender (or this one, restarted) tries again. Only the
 oldest open delivery of an entity is sent, so a receiver sees an entity's events in order.
 """
@@ -55,7 +55,9 @@ class Sender:
         clock: Clock,
         allowed: Sequence[Network],
         http: httpx.AsyncClient,
+        timeout_s: float = TIMEOUT_S,
     ) -> None:
+        self._timeout = timedelta(seconds=timeout_s)
         self._store = store
         self._clock = clock
         self._allowed = tuple(allowed)
@@ -79,7 +81,7 @@ class Sender:
         first = await self._store.deliveries.first_open(delivery.webhook_id, delivery.entity_key)
         if first is not None and first != delivery.delivery_id:
             return False  # an earlier event of this entity goes first
-        claimed = claim(delivery, self.name, self._clock.now())
+        claimed = claim(delivery, self.name, self._clock.now(), self._timeout)
         try:
             await self._store.deliveries.update(delivery, claimed)
         except (VersionMismatch, ItemNotFound):
@@ -120,7 +122,7 @@ class Sender:
                     if len(kept) >= ANSWER_KEPT:
                         break
         except httpx.TimeoutException:
-            return failed(f"no answer within {TIMEOUT_S:g} s")
+            return failed(f"no answer within {self._timeout.total_seconds():g} s")
         except httpx.HTTPError as error:
             return failed(f"{type(error).__name__}: {error}")
         latency = (time.perf_counter() - started) * 1000
@@ -173,11 +175,11 @@ def _retry_after(value: str | None, now: datetime) -> timedelta | None:
     return max(when - now, timedelta(0)) if when.tzinfo is not None else None
 
 
-def http_client() -> httpx.AsyncClient:
-    """No redirects followed (a redirect could lead anywhere), 5 s for everything."""
+def http_client(timeout_s: float = TIMEOUT_S) -> httpx.AsyncClient:
+    """No redirects followed (a redirect could lead anywhere), one timeout for everything."""
     return httpx.AsyncClient(
         follow_redirects=False,
-        timeout=httpx.Timeout(TIMEOUT_S),
+        timeout=httpx.Timeout(timeout_s),
         headers={"user-agent": "bench-orchestrator-webhooks/0.1"},
         trust_env=False,
     )

@@ -25,6 +25,7 @@ USERS = {
 }
 BENCHES = ("rig-1", "rig-2")
 STEPS = 80
+SEEDS = (7, 2026)
 HOUR = timedelta(hours=1)
 
 
@@ -105,10 +106,16 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@pytest.mark.parametrize("seed", [7, 2026])
+@pytest.mark.parametrize("seed", SEEDS)
 async def test_a_random_day_matches_the_model_step_by_step(
-    client: httpx.AsyncClient, clock: ManualClock, housekeeper: Housekeeper, seed: int
+    client: httpx.AsyncClient,
+    clock: ManualClock,
+    housekeeper: Housekeeper,
+    seed: int,
+    store_kind: str,
 ) -> None:
+    if store_kind == "dynamodb" and seed != SEEDS[0]:
+        pytest.skip("one seed on moto: the rules are the store's in both, and moto is slow")
     rng = random.Random(seed)
     for bench in BENCHES:
         await add_bench(client, bench)

@@ -38,6 +38,8 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, tokens_file: Path) 
             "webhook_allow_networks": "127.0.0.0/8",
             "event_poll_ms": 50,
             "event_settle_ms": 200,
+            # An interrupted attempt is taken over after 3 s, not 15.
+            "webhook_timeout_s": 1.0,
         }
     )
 
@@ -192,7 +194,7 @@ async def test_a_killed_replica_loses_no_delivery(
     receiver.hold = None
     held.set()
     async with running_api({**env, "ORCH_CREATE_TABLES": "false"}, tmp_path / "b.log") as again:
-        # The two never sent go at once; the interrupted one once its claim runs out.
+        # The two never sent go at once; the interrupted one once its 3 s claim runs out.
         arrived = await asyncio.to_thread(
             receiver.wait_for,
             lambda got: (
