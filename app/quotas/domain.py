@@ -57,11 +57,6 @@ def _hours(delta: timedelta) -> str:
     return f"{delta.total_seconds() / 3600:g} h"
 
 
-def _overlap(window: Window, period: Window) -> timedelta:
-    start, end = max(window.start, period.start), min(window.end, period.end)
-    return max(end - start, timedelta(0))
-
-
 @dataclass(frozen=True, slots=True)
 class QuotaCheck:
     """What a write checks: ``window`` is the reservation's (new) window; ``quotas`` the
@@ -114,15 +109,15 @@ def check_limits(quota: Quota, window: Window, held: Sequence[BookedSlot]) -> No
         most = timedelta(hours=limits.max_booked_hours_7d)
         period = Window(window.end - PERIOD, window.end)
         booked = sorted(
-            (s for s in held if _overlap(s.window, period) > timedelta(0)),
+            (s for s in held if s.window.overlap(period) > timedelta(0)),
             key=lambda s: s.window.start,
         )
-        total = sum((_overlap(s.window, period) for s in booked), timedelta(0))
-        if total + _overlap(window, period) > most:
-            excess = total + _overlap(window, period) - most
+        total = sum((s.window.overlap(period) for s in booked), timedelta(0))
+        if total + window.overlap(period) > most:
+            excess = total + window.overlap(period) - most
             freed, frees_at = timedelta(0), None
             for slot in booked:
-                freed += _overlap(slot.window, period)
+                freed += slot.window.overlap(period)
                 if freed >= excess:
                     frees_at = slot.window.end + PERIOD
                     break

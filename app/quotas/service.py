@@ -109,10 +109,10 @@ class QuotaService:
                     continue
                 held = Window(reservation.start, min(reservation.end, now))
                 for day in days:
-                    booked[day] += _overlap(held, Window(day, day + timedelta(days=1)))
+                    booked[day] += held.overlap(Window(day, day + timedelta(days=1)))
                 for busy in await self._runs(reservation, now):
                     for day in days:
-                        used[day] += _overlap(busy, Window(day, day + timedelta(days=1)))
+                        used[day] += busy.overlap(Window(day, day + timedelta(days=1)))
             if page.next_after is None:
                 break
             after = page.next_after
@@ -134,8 +134,3 @@ class QuotaService:
             if window.end > window.start:
                 windows.append(window)
         return windows
-
-
-def _overlap(window: Window, other: Window) -> timedelta:
-    start, end = max(window.start, other.start), min(window.end, other.end)
-    return max(end - start, timedelta(0))

@@ -57,6 +57,14 @@ class Window:
     def overlaps(self, other: Window) -> bool:
         return self.start < other.end and other.start < self.end
 
+    def overlap(self, other: Window) -> timedelta:
+        """How long the two windows share (zero when they do not meet)."""
+        return max(min(self.end, other.end) - max(self.start, other.start), timedelta(0))
+
+    def frees_time_of(self, before: Window) -> bool:
+        """Whether this window, replacing ``before``, gives up some of its time."""
+        return self.start > before.start or self.end < before.end
+
     @property
     def duration(self) -> timedelta:
         return self.end - self.start

@@ -41,15 +41,8 @@ def check_priority(principal: Principal, priority: int) -> None:
 
 def used_recently(held: Iterable[Reservation], now: datetime) -> timedelta:
     """Booked time of these reservations inside the last seven days, up to now."""
-    since = now - FAIR_SHARE_PERIOD
-    total = timedelta(0)
-    for reservation in held:
-        if reservation.state not in HOLDING_STATES:
-            continue
-        start, end = max(reservation.start, since), min(reservation.end, now)
-        if end > start:
-            total += end - start
-    return total
+    period = Window(now - FAIR_SHARE_PERIOD, now)
+    return sum((r.window.overlap(period) for r in held if r.state in HOLDING_STATES), timedelta(0))
 
 
 def advance_order(

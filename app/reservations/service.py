@@ -54,8 +54,6 @@ from app.versioning import VersionExpectation
 
 logger = logging.getLogger("app.reservations")
 
-# Changes that free booked time: advancing bookings may move up after them.
-_FREES_TIME = frozenset({"cancelled", "released", "updated"})
 # Searches for an advancing booking's window before giving up with 503: each lost race
 # means another booking took the window found, so this covers a burst of that many.
 ADVANCING_ATTEMPTS = 32
@@ -350,8 +348,10 @@ class ReservationService(ReservationReads):
         def authorize(reservation: Reservation) -> None:
             check_may_change(actor.principal, reservation)
 
+        freed: list[str] = []
+
         async def write(before: Reservation, after: Reservation) -> None:
-            grows = after.holds_bench and (after.start < before.start or after.end > before.end)
+            grows = after.holds_bench and before.window.frees_time_of(after.window)
             quota = await self._quotas.check_for(after, actor.principal.role) if grows else None
             try:
                 await self._store.reservations.update(
@@ -359,6 +359,9 @@ class ReservationService(ReservationReads):
                 )
             except WindowTaken as taken:
                 raise window_taken(after.bench_id, taken) from taken
+            gives_up = not after.holds_bench or after.bench_id != before.bench_id
+            if before.holds_bench and (gives_up or after.window.frees_time_of(before.window)):
+                freed[:] = [before.bench_id]
 
         changed = await change_versioned(
             load=lambda: self._store.reservations.get(reservation_id),
@@ -368,8 +371,8 @@ class ReservationService(ReservationReads):
             what=f"reservation {reservation_id!r}",
             authorize=authorize if by_holder else None,
         )
-        if action in _FREES_TIME:
-            await self._advance_after(changed.bench_id)
+        if freed:
+            await self._advance_after(freed[0])
         return changed
 
     async def _advance_after(self, bench_id: str) -> None:
