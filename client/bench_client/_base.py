@@ -7,9 +7,7 @@ from collections.abc import Callable, Generator, Sequence
 
 import httpx
 
-from bench_client._core import (
-    Session,
-)
+from bench_client._session import Session
 from bench_client._stream import StreamAnswer, StreamNotice, StreamStep, follow
 from bench_client.config import ClientConfig
 

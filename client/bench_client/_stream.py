@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 
 import httpx
 
-from bench_client._core import Call, RetryPolicy, Session, Sleep
+from bench_client._core import Call, RetryPolicy, Sleep
+from bench_client._session import Session
 from bench_client.errors import ApiError, TransportFailure, error_from_response, parse_retry_after
 from bench_client.models import EventOut
 from bench_client.sse import SseParser
