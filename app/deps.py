@@ -8,10 +8,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.benches.domain import Bench
 from app.benches.service import BenchService
 from app.clock import Clock
 from app.events.service import EventService
 from app.executions.service import ExecutionService
+from app.health.domain import HealthRules
+from app.health.service import HealthService
 from app.http.auth import current_principal
 from app.http.state import STATE_ATTRIBUTE
 from app.identity import Actor
@@ -28,8 +31,36 @@ from app.webhooks.service import WebhookService
 from app.webhooks.targets import allowed_networks
 
 
-def bench_service(store: Store, clock: Clock) -> BenchService:
-    return BenchService(store, clock)
+def bench_service(store: Store, clock: Clock, settings: Settings | None = None) -> BenchService:
+    """With ``settings``: a change that makes the bench unfit protects its bookings."""
+    if settings is None:
+        return BenchService(store, clock)
+
+    async def protect(bench: Bench) -> int:
+        # Built only after a change: reads and heartbeats need none of it.
+        return await health_service(store, clock, settings).protect(bench)
+
+    return BenchService(store, clock, on_change=protect)
+
+
+def health_rules(settings: Settings) -> HealthRules:
+    return HealthRules(
+        at_risk_horizon=timedelta(hours=settings.at_risk_horizon_h),
+        pre_booking_check=timedelta(minutes=settings.pre_booking_check_min),
+        quarantine_after_health_failures=settings.quarantine_after_health_failures,
+        quarantine_after_infra_failures=settings.quarantine_after_infra_failures,
+        auto_clear_after=settings.quarantine_auto_clear,
+    )
+
+
+def health_service(store: Store, clock: Clock, settings: Settings) -> HealthService:
+    return HealthService(
+        store,
+        clock,
+        health_rules(settings),
+        BenchService(store, clock),
+        reservation_service(store, clock, settings).scheduler,
+    )
 
 
 def quota_service(store: Store, clock: Clock, settings: Settings) -> QuotaService:
@@ -63,12 +94,20 @@ def reservation_service(store: Store, clock: Clock, settings: Settings) -> Reser
         task_lease=settings.task_lease,
     )
     return ReservationService(
-        store, clock, settings.max_reservation, quotas, Scheduler(store, clock, quotas, rules)
+        store,
+        clock,
+        settings.max_reservation,
+        quotas,
+        Scheduler(store, clock, quotas, rules),
+        at_risk_horizon=timedelta(hours=settings.at_risk_horizon_h),
     )
 
 
 def execution_service(store: Store, clock: Clock, settings: Settings) -> ExecutionService:
-    return ExecutionService(store, clock, settings.task_lease)
+    health = health_service(store, clock, settings)
+    return ExecutionService(
+        store, clock, settings.task_lease, on_finished=health.record_run_outcome
+    )
 
 
 def event_service(store: Store, clock: Clock, settings: Settings) -> EventService:
@@ -109,7 +148,12 @@ async def get_actor(request: Request) -> Actor:
 
 async def _bench_service(request: Request) -> BenchService:
     state = _state_of(request)
-    return bench_service(state.store, state.clock)
+    return bench_service(state.store, state.clock, state.settings)
+
+
+async def _health_service(request: Request) -> HealthService:
+    state = _state_of(request)
+    return health_service(state.store, state.clock, state.settings)
 
 
 async def _reservation_service(request: Request) -> ReservationService:
@@ -142,5 +186,6 @@ QuotaServiceDep = Annotated[QuotaService, Depends(_quota_service)]
 WebhookServiceDep = Annotated[WebhookService, Depends(_webhook_service)]
 EventServiceDep = Annotated[EventService, Depends(_event_service)]
 BenchServiceDep = Annotated[BenchService, Depends(_bench_service)]
+HealthServiceDep = Annotated[HealthService, Depends(_health_service)]
 ReservationServiceDep = Annotated[ReservationService, Depends(_reservation_service)]
 ExecutionServiceDep = Annotated[ExecutionService, Depends(_execution_service)]

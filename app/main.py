@@ -17,6 +17,7 @@ from app.benches import router as benches
 from app.clock import Clock, SystemClock
 from app.errors import Unavailable
 from app.events import router as events
+from app.health import router as bench_health
 from app.executions import router as executions
 from app.http import console
 from app.http.auth import TokenRegistry
@@ -160,6 +161,7 @@ def create_app(
     )
     app.include_router(health.router)
     app.include_router(benches.router)
+    app.include_router(bench_health.router)
     app.include_router(reservations.router)
     app.include_router(executions.router)
     app.include_router(events.router)

@@ -149,6 +149,16 @@ class Settings(BaseSettings):
     no_show_grace_min: int = Field(default=15, ge=0, le=24 * 60)
     no_show_grace_by_type: dict[str, int] = {}
     idle_release_min: int = Field(default=0, ge=0, le=7 * 24 * 60)
+    # Bench health: reservations on an unfit bench that are under way or start within the
+    # horizon are marked at risk (and healed); the agent is asked to check health when a
+    # window starts within pre_booking_check_min; quarantine after that many consecutive
+    # failing health reports or infrastructure failures (0: never); auto_clear: that many
+    # consecutive passing reports end an automatic quarantine (0: only an admin does).
+    at_risk_horizon_h: float = Field(default=24, gt=0, le=31 * 24)
+    pre_booking_check_min: int = Field(default=10, ge=0, le=24 * 60)
+    quarantine_after_health_failures: int = Field(default=3, ge=0, le=1000)
+    quarantine_after_infra_failures: int = Field(default=3, ge=0, le=1000)
+    quarantine_auto_clear: int = Field(default=0, ge=0, le=1000)
     # Quotas of users (and of teams) that no admin set one for; unset: no limit.
     quota_max_booked_hours_7d: float | None = Field(default=None, gt=0)
     quota_max_concurrent: int | None = Field(default=None, ge=1)

@@ -18,7 +18,7 @@ from app.benches.schemas import (
     HeartbeatOut,
 )
 from app.benches.service import NewBench
-from app.deps import ActorDep
+from app.deps import ActorDep, HealthServiceDep
 from app.deps import BenchServiceDep as ServiceDep
 from app.history.schemas import HistoryEntryOut, history_page
 from app.http.etag import IfMatchDep, IfNoneMatchHeader
@@ -181,12 +181,21 @@ async def retire_bench(
     },
 )
 async def post_heartbeat(
-    bench_id: BenchIdPath, body: HeartbeatIn, service: ServiceDep, principal: HeartbeatSender
+    bench_id: BenchIdPath, body: HeartbeatIn, health: HealthServiceDep, principal: HeartbeatSender
 ) -> Response:
-    """The bench's agent says it is alive; the answer says when the next heartbeat is due."""
-    bench = await service.record_heartbeat(bench_id, principal, body.agent_version, body.details)
+    """The bench's agent says it is alive; the answer says when the next heartbeat is due.
+
+    `details.health` (`ok` or `failing`, with `details.health_message`) is the agent's
+    health report: kept on the bench, counted towards quarantine
+    (`ORCH_QUARANTINE_AFTER_HEALTH_FAILURES`), and `details.quarantine: true` with a
+    failing report quarantines the bench at once. `run_health_check: true` in the answer
+    asks the agent to run its health command now (a window starts soon)."""
+    bench, check = await health.record_heartbeat(
+        bench_id, principal, body.agent_version, body.details
+    )
     # Encoded here, once: the hottest path need not be validated again as its response model.
-    return json_bytes_response(HeartbeatOut.of(bench, service.now()).model_dump_json().encode())
+    answer = HeartbeatOut.of(bench, health.now(), run_health_check=check)
+    return json_bytes_response(answer.model_dump_json().encode())
 
 
 @router.get(

@@ -16,7 +16,10 @@ from app.benches.domain import (
     MAX_LABELS,
     AdminState,
     Bench,
+    BenchHealth,
+    HealthStatus,
     Liveness,
+    MaintenanceWindow,
 )
 from app.http.limits import NOT_NULL, SmallJsonObject
 
@@ -65,6 +68,49 @@ class BenchPatch(_Strict):
         return data
 
 
+class HealthOut(BaseModel):
+    """The last health report the agent sent, and the run of equal ones it ends."""
+
+    status: HealthStatus
+    message: str
+    at: datetime
+    consecutive: int = Field(description="Reports in a row with this status, this one included")
+
+    @classmethod
+    def of(cls, health: BenchHealth | None) -> HealthOut | None:
+        if health is None:
+            return None
+        consecutive = health.failures if health.status is HealthStatus.FAILING else health.passes
+        return cls(
+            status=health.status, message=health.message, at=health.at, consecutive=consecutive
+        )
+
+
+class QuarantineOut(BaseModel):
+    reason: str = Field(
+        description="health_failures, infrastructure_failures, agent_report or admin"
+    )
+    by: str
+    since: datetime
+    evidence: dict[str, Any]
+
+
+class MaintenanceWindowOut(BaseModel):
+    reservation_id: str
+    start: datetime
+    end: datetime
+    reason: str
+
+    @classmethod
+    def of(cls, window: MaintenanceWindow) -> MaintenanceWindowOut:
+        return cls(
+            reservation_id=window.reservation_id,
+            start=window.start,
+            end=window.end,
+            reason=window.reason,
+        )
+
+
 class BenchOut(BaseModel):
     bench_id: str
     name: str
@@ -80,10 +126,16 @@ class BenchOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    health: HealthOut | None = None
+    quarantine: QuarantineOut | None = None
+    maintenance: list[MaintenanceWindowOut] = Field(
+        default=[], description="Maintenance windows not over yet, soonest first"
+    )
 
     @classmethod
     def of(cls, bench: Bench, now: datetime) -> BenchOut:
         heartbeat = bench.last_heartbeat
+        quarantine = bench.quarantine
         return cls(
             bench_id=bench.bench_id,
             name=bench.name,
@@ -91,7 +143,7 @@ class BenchOut(BaseModel):
             capabilities=sorted(bench.capabilities),
             labels=bench.labels,
             heartbeat_interval_s=bench.heartbeat_interval_s,
-            admin_state=bench.admin_state,
+            admin_state=bench.admin_state_at(now),
             concurrency=bench.concurrency,
             status=bench.liveness(now),
             last_heartbeat_at=heartbeat.at if heartbeat else None,
@@ -99,6 +151,16 @@ class BenchOut(BaseModel):
             version=bench.version,
             created_at=bench.created_at,
             updated_at=bench.updated_at,
+            health=HealthOut.of(bench.health),
+            quarantine=None
+            if quarantine is None
+            else QuarantineOut(
+                reason=quarantine.reason,
+                by=quarantine.by,
+                since=quarantine.since,
+                evidence=quarantine.evidence,
+            ),
+            maintenance=[MaintenanceWindowOut.of(w) for w in bench.maintenance if w.end > now],
         )
 
 
@@ -114,9 +176,14 @@ class HeartbeatOut(BaseModel):
     next_heartbeat_due_at: datetime
     offline_after: datetime
     heartbeat_interval_s: int
+    run_health_check: bool = Field(
+        default=False,
+        description="A window starts soon on this bench and no health report came since:"
+        " run the health command now and report it",
+    )
 
     @classmethod
-    def of(cls, bench: Bench, now: datetime) -> HeartbeatOut:
+    def of(cls, bench: Bench, now: datetime, run_health_check: bool = False) -> HeartbeatOut:
         heartbeat = bench.last_heartbeat
         due = bench.next_heartbeat_due()
         assert heartbeat is not None and due is not None  # just recorded
@@ -127,4 +194,5 @@ class HeartbeatOut(BaseModel):
             next_heartbeat_due_at=due,
             offline_after=heartbeat.at + bench.liveness_window,
             heartbeat_interval_s=bench.heartbeat_interval_s,
+            run_health_check=run_health_check,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -12,15 +12,19 @@ from app.benches.domain import (
     AdminState,
     Bench,
     BenchChanges,
+    HealthReport,
     Heartbeat,
     Liveness,
     LivenessChange,
+    MaintenanceWindow,
+    Quarantine,
     apply_changes,
     check_may_report_for,
     heartbeat_refused,
     liveness_change,
     new_bench,
     retire,
+    with_maintenance,
 )
 from app.clock import Clock
 from app.errors import Conflict, NotFound
@@ -46,6 +50,7 @@ _BENCH_EVENTS = {
     "created": "bench.registered",
     "updated": "bench.changed",
     "retired": "bench.retired",
+    "quarantined": "bench.quarantined",
 }
 
 
@@ -78,9 +83,17 @@ class NewBench:
 
 
 class BenchService:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        on_change: Callable[[Bench], Awaitable[object]] | None = None,
+    ) -> None:
+        """``on_change`` sees the bench after each change of its admin state (bench health
+        protects the bookings of a bench that became unfit)."""
         self._store = store
         self._clock = clock
+        self._on_change = on_change
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -159,12 +172,28 @@ class BenchService:
         expectation: VersionExpectation | None,
         actor: Actor,
     ) -> Bench:
+        """A quarantine asked for without a reason is the caller's (an admin's)."""
+        if changes.admin_state is AdminState.QUARANTINED and changes.quarantine is None:
+            reason = Quarantine("admin", actor.subject, self._clock.now())
+            changes = replace(changes, quarantine=reason)
         return await self._change(
             bench_id,
             lambda bench: apply_changes(bench, changes, self._clock.now()),
             expectation,
             actor,
             "updated",
+        )
+
+    async def schedule_maintenance(
+        self, bench_id: str, window: MaintenanceWindow, actor: Actor
+    ) -> Bench:
+        """List a maintenance window on the bench (its calendar already holds it)."""
+        return await self._change(
+            bench_id,
+            lambda bench: with_maintenance(bench, window, self._clock.now()),
+            None,
+            actor,
+            "maintenance_scheduled",
         )
 
     async def retire(
@@ -229,10 +258,17 @@ class BenchService:
         return await retrying(attempt, f"liveness of bench {bench.bench_id!r}")
 
     async def record_heartbeat(
-        self, bench_id: str, principal: Principal, agent_version: str, details: dict[str, Any]
+        self,
+        bench_id: str,
+        principal: Principal,
+        agent_version: str,
+        details: dict[str, Any],
+        health: HealthReport | None = None,
     ) -> Bench:
         check_may_report_for(principal, bench_id)
-        heartbeat = Heartbeat(at=self._clock.now(), agent_version=agent_version, details=details)
+        heartbeat = Heartbeat(
+            at=self._clock.now(), agent_version=agent_version, details=details, health=health
+        )
         try:
             return await self._store.benches.record_heartbeat(bench_id, heartbeat)
         except ItemNotFound as error:
@@ -267,14 +303,24 @@ class BenchService:
         actor: Actor,
         action: str,
     ) -> Bench:
+        moved_state: list[bool] = []
+
         async def write(before: Bench, after: Bench) -> None:
-            entry = AUDIT.entry(after, actor, action, before)
+            moved_state[:] = [before.admin_state is not after.admin_state]
+            quarantined = (
+                after.admin_state is AdminState.QUARANTINED
+                and before.admin_state is not AdminState.QUARANTINED
+            )
+            entry = AUDIT.entry(after, actor, "quarantined" if quarantined else action, before)
             await self._store.benches.update(before, after, entry)
 
-        return await change_versioned(
+        changed = await change_versioned(
             load=lambda: self._store.benches.get(bench_id),
             decide=decide,
             write=write,
             expectation=expectation,
             what=f"bench {bench_id!r}",
         )
+        if self._on_change is not None and any(moved_state):
+            await self._on_change(changed)
+        return changed

@@ -7,7 +7,7 @@ and the runs of a reservation start in creation order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from app.benches.domain import MAX_CONCURRENCY
@@ -57,6 +57,17 @@ class NextTask:
     # meanwhile must send this one back to decide again, or the two together could pass
     # the bench's concurrency: the claim's writes are conditioned on their versions.
     pinned: tuple[Task, ...]
+
+
+def held_back(runs: Sequence[OpenRun], quarantined_since: datetime | None) -> list[OpenRun]:
+    """A quarantined bench finishes what it had but is handed nothing of runs created
+    since its quarantine: they wait (their leases, if any, still count)."""
+    if quarantined_since is None:
+        return list(runs)
+    return [
+        replace(run, claimable=False) if run.execution.created_at >= quarantined_since else run
+        for run in runs
+    ]
 
 
 def next_task(runs: Sequence[OpenRun], concurrency: int) -> NextTask | None:

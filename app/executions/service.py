@@ -3,11 +3,13 @@ set conditioned on every version it read: a lost race is retried on fresh state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.benches.domain import AdminState
 from app.clock import Clock
 from app.errors import Conflict, InvalidInput, NotFound
 from app.executions.changes import EXECUTION_AUDIT, TASK_AUDIT, ChangeSet, settle
@@ -33,7 +35,7 @@ from app.executions.domain import (
     timed_out,
     transition,
 )
-from app.executions.ordering import OpenRun, next_task, runs_to_read
+from app.executions.ordering import OpenRun, held_back, next_task, runs_to_read
 from app.history.domain import HistoryEntry
 from app.identity import Actor
 from app.ids import sortable_uuid
@@ -53,6 +55,8 @@ from app.store.base import (
 )
 from app.versioning import VersionExpectation
 
+logger = logging.getLogger("app.executions")
+
 
 @dataclass(frozen=True, slots=True)
 class NewExecution:
@@ -64,10 +68,28 @@ class NewExecution:
 
 
 class ExecutionService:
-    def __init__(self, store: Store, clock: Clock, lease: timedelta) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        lease: timedelta,
+        on_finished: Callable[[Execution], Awaitable[None]] | None = None,
+    ) -> None:
+        """``on_finished`` sees each run this service ends, once committed (bench health
+        counts its verdict for or against the bench)."""
         self._store = store
         self._clock = clock
         self._lease = lease
+        self._on_finished = on_finished
+
+    async def _finished(self, before: Execution, after: Execution) -> None:
+        if self._on_finished is None or before.status.is_terminal:
+            return
+        if after.status.is_terminal:
+            try:
+                await self._on_finished(after)
+            except Exception:  # the run's end is committed whatever happens here
+                logger.exception("after the end of %s", after.execution_id)
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -190,6 +212,7 @@ class ExecutionService:
                         changes.change_task(task, cancel_task(task, now), actor, "cancelled")
             changes.change_execution(execution, after, actor, "updated")
             await self._commit(changes, expectation=expectation)
+            await self._finished(execution, after)
             return after, await self._store.executions.get_tasks(after.task_ids)
 
         return await retrying(attempt, _what(execution_id))
@@ -231,6 +254,7 @@ class ExecutionService:
                     return None
                 seen = current
                 raise moved
+            await self._finished(seen, after)
             return after
 
         return await retrying(attempt, _what(execution.execution_id))
@@ -282,6 +306,8 @@ class ExecutionService:
             reservations = await self._reservations_reaching(bench_id, now)
             active = [r for r in reservations if r.status(now) is ReservationStatus.ACTIVE]
             runs = await self._open_runs(active, bench.concurrency, claimable=True)
+            quarantined = bench.quarantine if bench.admin_state is AdminState.QUARANTINED else None
+            runs = held_back(runs, None if quarantined is None else quarantined.since)
             decision = next_task(runs, bench.concurrency)
             ended = [r for r in reservations if r not in active]
             if decision is not None and ended:
@@ -414,6 +440,7 @@ class ExecutionService:
             if settled is not execution:
                 changes.change_execution(execution, settled, actor, "verdict")
             await self._commit(changes)
+            await self._finished(execution, settled)
             return after, True
 
         return await retrying(attempt, f"task {task_id!r}")

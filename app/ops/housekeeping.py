@@ -9,8 +9,9 @@ import random
 import uuid
 from dataclasses import asdict, dataclass
 
+from app.benches.domain import Bench
 from app.clock import Clock
-from app.deps import bench_service, execution_service, reservation_service
+from app.deps import bench_service, execution_service, health_service, reservation_service
 from app.errors import AppError
 from app.executions.domain import ExecutionStatus
 from app.identity import Actor, Principal, Role
@@ -35,6 +36,8 @@ class HousekeepingReport:
     no_shows_released: int = 0
     idle_holds_handled: int = 0
     liveness_changes_recorded: int = 0
+    reservations_protected: int = 0
+    health_checks_requested: int = 0
     expired_records_purged: int = 0
 
 
@@ -49,9 +52,11 @@ class Housekeeper:
         self._executions = execution_service(store, clock, settings)
         self._reservations = reservation_service(store, clock, settings)
         self._benches = bench_service(store, clock)
+        self._health = health_service(store, clock, settings)
 
     async def run_once(self) -> HousekeepingReport:
         actor = Actor(HOUSEKEEPER, request_id=f"housekeeping-{uuid.uuid4()}")
+        benches: list[Bench] = []
         report = HousekeepingReport(
             leases_expired=await self._expire_leases(actor),
             executions_timed_out=await self._time_out_executions(actor),
@@ -62,7 +67,9 @@ class Housekeeper:
             no_shows_released=await self._reservations.scheduler.release_no_shows(),
             idle_holds_handled=await self._reservations.scheduler.release_idle(),
             reservations_advanced=await self._reservations.scheduler.advance(),
-            liveness_changes_recorded=await self._record_liveness(actor),
+            liveness_changes_recorded=await self._record_liveness(actor, benches),
+            reservations_protected=await self._health.sweep(benches),
+            health_checks_requested=await self._health.request_checks(),
             expired_records_purged=await self._store.purge_expired(self._clock.now()),
         )
         if self._metrics is not None:
@@ -79,11 +86,14 @@ class Housekeeper:
                 logger.info("not completed: %s", error.detail)
         return completed
 
-    async def _record_liveness(self, actor: Actor) -> int:
+    async def _record_liveness(self, actor: Actor, seen: list[Bench]) -> int:
+        """Record liveness transitions; ``seen`` gets every bench as read (the health
+        sweep that follows decides on them, so they are read once a pass)."""
         recorded = 0
         after: str | None = None
         while True:
             page = await self._benches.find(limit=100, after=after)
+            seen += page.items
             for bench in page.items:
                 try:
                     if await self._benches.record_liveness(bench, actor) is not None:

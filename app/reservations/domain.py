@@ -35,6 +35,21 @@ class ReservationState(StrEnum):
     RELEASED = "released"
 
 
+class ReservationKind(StrEnum):
+    BOOKING = "booking"
+    # An admin booked the bench for maintenance: it holds the calendar, nothing else.
+    MAINTENANCE = "maintenance"
+
+
+@dataclass(frozen=True, slots=True)
+class AtRisk:
+    """The bench may not be fit for the window: offline, quarantined, in maintenance, or
+    failing its health check, since ``since``."""
+
+    reason: str
+    since: datetime
+
+
 # The states whose window is taken on the bench's calendar.
 HOLDING_STATES = frozenset({ReservationState.BOOKED, ReservationState.COMPLETED})
 
@@ -118,6 +133,11 @@ class Reservation:
     # The holder said they are here (POST .../checkin), and when idleness was warned of.
     checked_in_at: datetime | None = None
     idle_warned_at: datetime | None = None
+    # Bench health: the holder allows a move to an equivalent bench when theirs fails (a
+    # booking by capability always does), and whether the bench looks unfit now.
+    allow_swap: bool = False
+    at_risk: AtRisk | None = None
+    kind: ReservationKind = ReservationKind.BOOKING
 
     @property
     def window(self) -> Window:

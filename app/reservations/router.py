@@ -84,6 +84,7 @@ async def create_reservation(
         else (start if body.advance else None),
         latest_start=None if body.latest_start is None else body.latest_start.astimezone(UTC),
         priority=body.priority,
+        allow_swap=body.allow_swap,
     )
     reservation, replayed = await service.book(
         request, actor, idempotency.claim(principal, "create_reservation", body)

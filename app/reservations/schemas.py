@@ -15,6 +15,7 @@ from app.reservations.domain import (
     USER_PRIORITY,
     FreeWindow,
     Reservation,
+    ReservationKind,
     ReservationStatus,
 )
 
@@ -48,6 +49,11 @@ class ReservationCreate(BaseModel):
         le=MAX_PRIORITY,
         description=f"Who moves up first when a window frees; users up to {USER_PRIORITY}",
     )
+    allow_swap: bool = Field(
+        default=False,
+        description="When the bench becomes unfit, move the booking to an equivalent bench"
+        " (one with all its capabilities) by itself; bookings by capability always may",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> ReservationCreate:
@@ -80,6 +86,11 @@ class ReservationPatch(BaseModel):
     purpose: Purpose | None = None
 
 
+class AtRiskOut(BaseModel):
+    reason: str = Field(description="offline, quarantined, maintenance or health_failing")
+    since: datetime
+
+
 class ReservationOut(BaseModel):
     reservation_id: str
     bench_id: str
@@ -95,6 +106,11 @@ class ReservationOut(BaseModel):
     priority: int = DEFAULT_PRIORITY
     not_before: datetime | None = None
     checked_in_at: datetime | None = None
+    allow_swap: bool = False
+    at_risk: AtRiskOut | None = Field(
+        default=None, description="The bench looks unfit for this window; null when healthy"
+    )
+    kind: ReservationKind = ReservationKind.BOOKING
 
     @classmethod
     def of(cls, reservation: Reservation, now: datetime) -> ReservationOut:
@@ -113,6 +129,11 @@ class ReservationOut(BaseModel):
             priority=reservation.priority,
             not_before=reservation.not_before,
             checked_in_at=reservation.checked_in_at,
+            allow_swap=reservation.allow_swap,
+            at_risk=None
+            if reservation.at_risk is None
+            else AtRiskOut(reason=reservation.at_risk.reason, since=reservation.at_risk.since),
+            kind=reservation.kind,
         )
 
 

@@ -10,13 +10,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from app.benches.domain import AdminState
 from app.clock import Clock
 from app.errors import Conflict, InvalidInput, Unavailable
+from app.health.domain import risk_of
 from app.identity import Actor
 from app.ids import sortable_uuid
 from app.kit.concurrency import change_versioned
@@ -25,6 +26,7 @@ from app.quotas.service import QuotaService
 from app.reservations.domain import (
     DEFAULT_PRIORITY,
     LONGEST_WINDOW,
+    AtRisk,
     Reservation,
     ReservationState,
     Window,
@@ -74,6 +76,7 @@ class BookingRequest:
     not_before: datetime | None = None
     latest_start: datetime | None = None
     priority: int = DEFAULT_PRIORITY
+    allow_swap: bool = False
 
 
 class ReservationService(ReservationReads):
@@ -84,12 +87,15 @@ class ReservationService(ReservationReads):
         max_duration: timedelta,
         quotas: QuotaService,
         scheduler: Scheduler,
+        *,
+        at_risk_horizon: timedelta = timedelta(hours=24),
     ) -> None:
         self._store = store
         self._clock = clock
         self._max_duration = min(max_duration, LONGEST_WINDOW)
         self._quotas = quotas
         self.scheduler = scheduler
+        self._at_risk_horizon = at_risk_horizon
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -124,6 +130,7 @@ class ReservationService(ReservationReads):
                 not_before=request.not_before,
                 capabilities=request.capabilities if request.bench_id is None else frozenset(),
                 team=actor.principal.team,
+                allow_swap=request.allow_swap,
             )
 
         async def create(record: IdempotencyRecord | None) -> Reservation:
@@ -211,6 +218,14 @@ class ReservationService(ReservationReads):
     async def _book_bench(
         self, reservation: Reservation, actor: Actor, record: IdempotencyRecord | None
     ) -> Reservation:
+        """A bench booked by id while it is unfit is booked all the same, marked at risk
+        at once when the window is near enough for its health to matter."""
+        now = self._clock.now()
+        if reservation.start < now + self._at_risk_horizon:
+            bench = await self._store.benches.get(reservation.bench_id)
+            reason = None if bench is None else risk_of(bench, now)
+            if reason is not None:
+                reservation = replace(reservation, at_risk=AtRisk(reason.value, now))
         try:
             await self._create(reservation, actor, record)
         except WindowTaken as taken:
@@ -234,8 +249,17 @@ class ReservationService(ReservationReads):
                 candidates_tried=[],
             )
         tried: list[dict[str, Any]] = []
-        for bench in await self._least_loaded_first(candidates, request.window):
+        now = self._clock.now()
+        soon = request.window.start < now + self._at_risk_horizon
+        ranked = await self._least_loaded_first(candidates, request.window)
+        if soon:
+            # Health matters this soon: fit benches first (a stable sort keeps the load order).
+            ranked.sort(key=lambda bench: risk_of(bench, now) is not None)
+        for bench in ranked:
             reservation = draft(bench.bench_id)
+            reason = risk_of(bench, now) if soon else None
+            if reason is not None:
+                reservation = replace(reservation, at_risk=AtRisk(reason.value, now))
             try:
                 await self._create(reservation, actor, record)
             except WindowTaken as taken:

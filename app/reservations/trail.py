@@ -9,7 +9,7 @@ from typing import Any
 from app.benches.domain import Bench
 from app.errors import Conflict, NotFound
 from app.history.domain import AuditTrail
-from app.reservations.domain import BookedSlot, Reservation
+from app.reservations.domain import AtRisk, BookedSlot, Reservation
 from app.store.base import WindowTaken
 from app.timeutil import rfc3339
 
@@ -23,7 +23,12 @@ def _snapshot(reservation: Reservation) -> dict[str, Any]:
         "purpose": reservation.purpose,
         # The API's word and value, as of the change (a booking is confirmed or active).
         "status": reservation.status(reservation.updated_at).value,
+        "at_risk": at_risk_view(reservation.at_risk),
     }
+
+
+def at_risk_view(at_risk: AtRisk | None) -> dict[str, str] | None:
+    return None if at_risk is None else {"reason": at_risk.reason, "since": rfc3339(at_risk.since)}
 
 
 def _reservation_event(action: str, before: Reservation | None, after: Reservation) -> str | None:
@@ -44,6 +49,10 @@ _RESERVATION_EVENTS = {
     "cancelled": "reservation.cancelled",
     "released": "reservation.released",
     "completed": "reservation.ended",
+    "marked_at_risk": "reservation.at_risk",
+    "recovered": "reservation.recovered",
+    "swapped": "reservation.swapped",
+    "displaced": "reservation.displaced",
 }
 
 

@@ -155,8 +155,17 @@ class BenchRepository(Protocol):
         """
 
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
-        """One write; no version change, no history. Raises ItemNotFound, or BenchRetired
-        (with the stored bench) when the bench is retired."""
+        """One write; no version change, no history. A heartbeat with a health report keeps
+        it, its run of equal reports one longer (``after_report``). Raises ItemNotFound,
+        or BenchRetired (with the stored bench) when the bench is retired."""
+
+    async def record_run_outcome(self, bench_id: str, infrastructure_failure: bool) -> Bench:
+        """One write, no version change: the count of consecutive infrastructure failures
+        one more, or back to 0; returns the bench. Raises ItemNotFound."""
+
+    async def request_health_check(self, bench_id: str, due: datetime) -> None:
+        """Ask the bench's agent (in its heartbeats' answers) to check health before
+        ``due``. No version change; nothing happens when the bench is gone."""
 
     async def find(self, query: BenchQuery, limit: int, after: str | None) -> Page[Bench]:
         """Benches matching every filter, ordered by bench_id, starting after ``after``."""
@@ -216,6 +225,9 @@ class ReservationRepository(Protocol):
 
     async def find_started(self, since: datetime, until: datetime, limit: int) -> list[Reservation]:
         """Booked reservations that started in [since, until], earliest first."""
+
+    async def find_at_risk(self, limit: int) -> list[Reservation]:
+        """Booked reservations marked at risk, soonest start first."""
 
     async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:
         """Booked reservations with a milestone not yet announced whose milestone time

@@ -46,7 +46,7 @@ async def test_create_answers_201_with_location_etag_and_defaults(
     assert body["capabilities"] == ["arm64", "can-bus"]
     assert body["heartbeat_interval_s"] == 30
     assert body["admin_state"] == "active"
-    assert body["status"] == "offline"
+    assert body["status"] == "unmonitored"  # no heartbeat yet: liveness marks nothing
     assert body["version"] == 1
     assert body["created_at"].endswith("Z")
     fetched = await client.get("/v1/benches/rig-1", headers=ALICE)
@@ -244,9 +244,11 @@ async def test_list_filters_and_status(client: httpx.AsyncClient, clock: ManualC
     assert await ids("admin_state=active") == ["rig-1", "rig-2", "rig-3"]
     assert await ids("admin_state=maintenance") == []
     assert await ids("status=online") == ["rig-2"]
-    assert await ids("status=offline") == ["rig-1", "rig-3"]
+    assert await ids("status=unmonitored") == ["rig-1", "rig-3"]
+    assert await ids("status=offline") == []
     clock.advance(timedelta(minutes=5))
     assert await ids("status=online") == []
+    assert await ids("status=offline") == ["rig-2"]
 
 
 async def test_pagination_walks_every_bench_once(client: httpx.AsyncClient) -> None:

@@ -221,6 +221,38 @@ ROWS: tuple[Row, ...] = (
         ids={"bench_id": "rig-1"},
     ),
     Row(
+        "GET",
+        "/v1/benches/{bench_id}/stats",
+        "rig-1",
+        readers(),
+        ids={"bench_id": "rig-1"},
+    ),
+    Row(
+        "POST",
+        "/v1/benches/{bench_id}/maintenance",
+        "rig-3, dry run",
+        only({"admin": 200}),
+        ids={"bench_id": "rig-3"},
+        body={
+            "start": f"{IN_TWO_DAYS}T12:00:00Z",
+            "end": f"{IN_TWO_DAYS}T13:00:00Z",
+            "reason": "firmware",
+            "dry_run": True,
+        },
+    ),
+    Row(
+        "POST",
+        "/v1/benches/{bench_id}/maintenance",
+        "rig-3",
+        only({"admin": 201}),
+        ids={"bench_id": "rig-3"},
+        body={
+            "start": f"{IN_TWO_DAYS}T12:00:00Z",
+            "end": f"{IN_TWO_DAYS}T13:00:00Z",
+            "reason": "firmware",
+        },
+    ),
+    Row(
         "POST",
         "/v1/benches/{bench_id}/tasks/claim",
         "rig-1 (nothing pending)",
@@ -320,6 +352,29 @@ ROWS: tuple[Row, ...] = (
             ids={"reservation_id": f"{owner}_active"},
         )
         for owner in ("alice", "bob")
+    ),
+    Row(
+        "GET",
+        "/v1/reservations/{reservation_id}/alternatives",
+        "alice's",
+        readers(),
+        ids={"reservation_id": "alice_future"},
+    ),
+    Row(
+        "POST",
+        "/v1/reservations/{reservation_id}/swap",
+        "alice's, to rig-3",
+        only({"admin": 200, "alice": 200}),
+        ids={"reservation_id": "alice_future"},
+        body={"bench_id": "rig-3"},
+    ),
+    Row(
+        "POST",
+        "/v1/reservations/{reservation_id}/swap",
+        "alice's, to an unknown bench",
+        only({"admin": 404, "alice": 404}),
+        ids={"reservation_id": "alice_future"},
+        body={"bench_id": "no-such-rig"},
     ),
     Row(
         "POST",

@@ -85,7 +85,7 @@ def test_liveness_is_three_intervals() -> None:
         heartbeat_interval_s=10,
         now=NOW,
     )
-    assert alive.liveness(NOW) is Liveness.OFFLINE  # never heard from
+    assert alive.liveness(NOW) is Liveness.UNMONITORED  # never heard from: hand-operated
     from dataclasses import replace
 
     alive = replace(alive, last_heartbeat=beat)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
+from app.benches.domain import AdminState, Bench, HealthStatus, Heartbeat, Liveness
 from app.history.domain import HistoryEntry
 from app.store.base import (
     AlreadyExists,
@@ -45,6 +46,7 @@ from app.store.dynamodb.codec import (
     capability_key,
     decode_bench,
     encode_bench,
+    encode_bench_health_config,
     encode_labels,
     n,
     put_record,
@@ -107,6 +109,8 @@ class DynamoBenchRepository:
             "#version": "version",
             "#updated": "updated_at",
             "#caps": "capabilities",
+            "#maintenance": "maintenance",
+            "#quarantine": "quarantine",
         }
         values: Item = {
             ":name": s(bench.name),
@@ -119,17 +123,27 @@ class DynamoBenchRepository:
             ":updated": s(to_iso(bench.updated_at)),
             ":seen": n(expected_version),
         }
+        health_config = encode_bench_health_config(bench)
+        values[":maintenance"] = health_config["maintenance"]
         expression = (
             "SET #name = :name, #type = :type, #labels = :labels, #interval = :interval,"
             " #state = :state, #concurrency = :concurrency,"
-            " #version = :version, #updated = :updated"
+            " #version = :version, #updated = :updated, #maintenance = :maintenance"
         )
+        removed: list[str] = []
+        if "quarantine" in health_config:
+            expression += ", #quarantine = :quarantine"
+            values[":quarantine"] = health_config["quarantine"]
+        else:
+            removed.append("#quarantine")
         # A string set cannot be empty: no capabilities means no attribute.
         if bench.capabilities:
             expression += ", #caps = :caps"
             values[":caps"] = {"SS": sorted(bench.capabilities)}
         else:
-            expression += " REMOVE #caps"
+            removed.append("#caps")
+        if removed:
+            expression += " REMOVE " + ", ".join(removed)
         actions: list[Action] = [
             {
                 "Update": {
@@ -202,25 +216,43 @@ class DynamoBenchRepository:
         raise cancelled(reasons)
 
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
+        expression = (
+            "SET last_heartbeat_at = :at, agent_version = :agent, heartbeat_details = :details"
+        )
+        values: Item = {
+            ":at": s(to_iso(heartbeat.at)),
+            ":agent": s(heartbeat.agent_version),
+            ":details": s(json.dumps(heartbeat.details)),
+            ":retired": s(AdminState.RETIRED.value),
+        }
+        if heartbeat.health is not None:
+            # The run of equal reports grows by one, or a new run starts (after_report).
+            grows, restarts = (
+                ("health_failures", "health_passes")
+                if heartbeat.health.status is HealthStatus.FAILING
+                else ("health_passes", "health_failures")
+            )
+            expression += (
+                ", health_status = :health, health_message = :message, health_at = :at,"
+                f" {grows} = if_not_exists({grows}, :zero) + :one, {restarts} = :zero"
+            )
+            values |= {
+                ":health": s(heartbeat.health.status.value),
+                ":message": s(heartbeat.health.message),
+                ":zero": n(0),
+                ":one": n(1),
+            }
         try:
             response = await self._call(
                 "UpdateItem",
                 TableName=self._table,
                 Key=bench_key(bench_id),
-                UpdateExpression=(
-                    "SET last_heartbeat_at = :at, agent_version = :agent,"
-                    " heartbeat_details = :details"
-                ),
+                UpdateExpression=expression,
                 # attribute_exists: else UpdateItem would create a bench out of a heartbeat;
                 # the admin state: a retired bench is left as it is.
                 ConditionExpression="attribute_exists(bench_id) AND #state <> :retired",
                 ExpressionAttributeNames={"#state": "admin_state"},
-                ExpressionAttributeValues={
-                    ":at": s(to_iso(heartbeat.at)),
-                    ":agent": s(heartbeat.agent_version),
-                    ":details": s(json.dumps(heartbeat.details)),
-                    ":retired": s(AdminState.RETIRED.value),
-                },
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
                 # The failed check returns the stored item: missing, or retired.
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -233,6 +265,45 @@ class DynamoBenchRepository:
                 raise BenchRetired(decode_bench(stored)) from None
             raise
         return decode_bench(response["Attributes"])
+
+    async def record_run_outcome(self, bench_id: str, infrastructure_failure: bool) -> Bench:
+        expression = (
+            "SET infra_failures = if_not_exists(infra_failures, :zero) + :one"
+            if infrastructure_failure
+            else "SET infra_failures = :zero"
+        )
+        values = {":zero": n(0)} | ({":one": n(1)} if infrastructure_failure else {})
+        try:
+            response = await self._call(
+                "UpdateItem",
+                TableName=self._table,
+                Key=bench_key(bench_id),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(bench_id)",
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                raise ItemNotFound(bench_id) from None
+            raise
+        return decode_bench(response["Attributes"])
+
+    async def request_health_check(self, bench_id: str, due: datetime) -> None:
+        try:
+            await self._call(
+                "UpdateItem",
+                TableName=self._table,
+                Key=bench_key(bench_id),
+                UpdateExpression="SET health_check_due = :due",
+                # Unchanged asks write nothing; a missing bench is not made.
+                ConditionExpression="attribute_exists(bench_id) AND"
+                " (attribute_not_exists(health_check_due) OR health_check_due <> :due)",
+                ExpressionAttributeValues={":due": s(to_iso(due))},
+            )
+        except ClientError as error:
+            if error_code(error) != "ConditionalCheckFailedException":
+                raise
 
     async def find(self, query: BenchQuery, limit: int, after: str | None) -> Page[Bench]:
         want = one_more_than(limit)

@@ -13,7 +13,17 @@ import math
 from datetime import datetime
 from typing import Any
 
-from app.benches.domain import DEFAULT_CONCURRENCY, AdminState, Bench, Heartbeat, Liveness
+from app.benches.domain import (
+    DEFAULT_CONCURRENCY,
+    AdminState,
+    Bench,
+    BenchHealth,
+    HealthStatus,
+    Heartbeat,
+    Liveness,
+    MaintenanceWindow,
+    Quarantine,
+)
 from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.history.domain import HistoryEntry
 from app.store.base import IdempotencyRecord, execution_page_key
@@ -78,7 +88,48 @@ def encode_bench(bench: Bench) -> Item:
         item["last_heartbeat_at"] = s(to_iso(bench.last_heartbeat.at))
         item["agent_version"] = s(bench.last_heartbeat.agent_version)
         item["heartbeat_details"] = s(json.dumps(bench.last_heartbeat.details))
+    if bench.health is not None:
+        item["health_status"] = s(bench.health.status.value)
+        item["health_message"] = s(bench.health.message)
+        item["health_at"] = s(to_iso(bench.health.at))
+        item["health_failures"] = n(bench.health.failures)
+        item["health_passes"] = n(bench.health.passes)
+    if bench.infra_failures:
+        item["infra_failures"] = n(bench.infra_failures)
+    if bench.health_check_due is not None:
+        item["health_check_due"] = s(to_iso(bench.health_check_due))
+    item.update(encode_bench_health_config(bench))
     return item
+
+
+def encode_bench_health_config(bench: Bench) -> Item:
+    """The quarantine and maintenance windows: configuration, kept as JSON strings."""
+    config = bench.config()
+    item: Item = {"maintenance": s(json.dumps(config["maintenance"]))}
+    if config["quarantine"] is not None:
+        item["quarantine"] = s(json.dumps(config["quarantine"]))
+    return item
+
+
+def _decode_health(item: Item) -> BenchHealth | None:
+    if "health_status" not in item:
+        return None
+    return BenchHealth(
+        status=HealthStatus(item["health_status"]["S"]),
+        message=item.get("health_message", {}).get("S", ""),
+        at=from_iso(item["health_at"]["S"]),
+        failures=int(item.get("health_failures", {}).get("N", 0)),
+        passes=int(item.get("health_passes", {}).get("N", 0)),
+    )
+
+
+def _decode_quarantine(item: Item) -> Quarantine | None:
+    if "quarantine" not in item:
+        return None
+    value = json.loads(item["quarantine"]["S"])
+    return Quarantine(
+        value["reason"], value["by"], datetime.fromisoformat(value["since"]), value["evidence"]
+    )
 
 
 def decode_bench(item: Item) -> Bench:
@@ -107,6 +158,16 @@ def decode_bench(item: Item) -> Bench:
         concurrency=int(item.get("concurrency", {}).get("N", DEFAULT_CONCURRENCY)),
         # Items written before transitions were counted have none in the liveness log.
         liveness_changes=int(item.get("liveness_changes", {}).get("N", 0)),
+        health=_decode_health(item),
+        infra_failures=int(item.get("infra_failures", {}).get("N", 0)),
+        health_check_due=None
+        if "health_check_due" not in item
+        else from_iso(item["health_check_due"]["S"]),
+        quarantine=_decode_quarantine(item),
+        maintenance=tuple(
+            MaintenanceWindow.from_json(value)
+            for value in json.loads(item.get("maintenance", {}).get("S", "[]"))
+        ),
     )
 
 

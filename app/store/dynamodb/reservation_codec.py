@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from app.reservations.domain import DEFAULT_PRIORITY, Reservation, ReservationState
+from app.reservations.domain import (
+    DEFAULT_PRIORITY,
+    AtRisk,
+    Reservation,
+    ReservationKind,
+    ReservationState,
+)
 from app.store.dynamodb.codec import Action, Item, n, s
 from app.store.dynamodb.tables import (
     ADVANCE_PK,
@@ -19,6 +25,8 @@ from app.store.dynamodb.tables import (
     ANNOUNCE_AT,
     ANNOUNCE_PK,
     ANNOUNCE_PK_ATTRIBUTE,
+    AT_RISK_PK,
+    AT_RISK_PK_ATTRIBUTE,
     OPEN_RESERVATION_PK,
 )
 from app.timeutil import from_iso, to_iso
@@ -61,6 +69,15 @@ def encode_reservation(reservation: Reservation) -> Item:
         item["team"] = s(reservation.team)
     _put_time(item, "checked_in_at", reservation.checked_in_at)
     _put_time(item, "idle_warned_at", reservation.idle_warned_at)
+    if reservation.allow_swap:
+        item["allow_swap"] = {"BOOL": True}
+    if reservation.kind is not ReservationKind.BOOKING:
+        item["kind"] = s(reservation.kind.value)
+    if reservation.at_risk is not None:
+        item["at_risk_reason"] = s(reservation.at_risk.reason)
+        item["at_risk_since"] = s(to_iso(reservation.at_risk.since))
+        if reservation.state is ReservationState.BOOKED:
+            item[AT_RISK_PK_ATTRIBUTE] = s(AT_RISK_PK)
     if reservation.state is ReservationState.BOOKED:
         item["open_pk"] = s(OPEN_RESERVATION_PK)
         if reservation.advance:
@@ -92,7 +109,17 @@ def decode_reservation(item: Item) -> Reservation:
         team=None if team is None else str(team["S"]),
         checked_in_at=_time(item, "checked_in_at"),
         idle_warned_at=_time(item, "idle_warned_at"),
+        allow_swap=bool(item.get("allow_swap", {}).get("BOOL", False)),
+        at_risk=_at_risk(item),
+        kind=ReservationKind(item.get("kind", {}).get("S", ReservationKind.BOOKING.value)),
     )
+
+
+def _at_risk(item: Item) -> AtRisk | None:
+    since = _time(item, "at_risk_since")
+    if since is None:
+        return None
+    return AtRisk(item["at_risk_reason"]["S"], since)
 
 
 def announce_at(reservation: Reservation, announced: int) -> datetime | None:

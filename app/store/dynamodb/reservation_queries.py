@@ -33,6 +33,9 @@ from app.store.dynamodb.tables import (
     ADVANCE_PK,
     ADVANCE_PK_ATTRIBUTE,
     ADVANCING_INDEX,
+    AT_RISK_INDEX,
+    AT_RISK_PK,
+    AT_RISK_PK_ATTRIBUTE,
     BENCH_RESERVATIONS_INDEX,
     BOOKED_STARTS_INDEX,
     OPEN_RESERVATION_PK,
@@ -208,6 +211,26 @@ async def find_advancing(call: Call, table: str, after: datetime, limit: int) ->
             "KeyConditionExpression": "#pk = :pk AND #start > :after",
             "ExpressionAttributeNames": {"#pk": ADVANCE_PK_ATTRIBUTE, "#start": "start"},
             "ExpressionAttributeValues": {":pk": s(ADVANCE_PK), ":after": s(to_iso(after))},
+        },
+        qualifies,
+        limit,
+    )
+
+
+async def find_at_risk(call: Call, table: str, limit: int) -> list[Reservation]:
+    """Booked reservations marked at risk, soonest first."""
+
+    def qualifies(reservation: Reservation) -> bool:
+        return reservation.state is ReservationState.BOOKED and reservation.at_risk is not None
+
+    return await _candidates(
+        call,
+        table,
+        {
+            "IndexName": AT_RISK_INDEX,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": AT_RISK_PK_ATTRIBUTE},
+            "ExpressionAttributeValues": {":pk": s(AT_RISK_PK)},
         },
         qualifies,
         limit,

@@ -91,6 +91,7 @@ from app.store.dynamodb.reservation_codec import (
 )
 from app.store.dynamodb.reservation_queries import (
     find_advancing,
+    find_at_risk,
     find_ended,
     find_reservations,
     find_started,
@@ -327,6 +328,9 @@ class DynamoReservationRepository:
 
     async def find_advancing(self, after: datetime, limit: int) -> list[Reservation]:
         return await find_advancing(self._call, self._table, after, limit)
+
+    async def find_at_risk(self, limit: int) -> list[Reservation]:
+        return await find_at_risk(self._call, self._table, limit)
 
     async def find_started(self, since: datetime, until: datetime, limit: int) -> list[Reservation]:
         return await find_started(self._call, self._table, since, until, limit)

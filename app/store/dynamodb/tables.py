@@ -172,6 +172,11 @@ BOOKED_STARTS_INDEX = "booked_starts_idx"
 ADVANCING_INDEX = "advancing_idx"
 ADVANCE_PK_ATTRIBUTE = "advance_pk"
 ADVANCE_PK = "ADVANCE"
+# Sparse: only a booked reservation marked at risk carries at_risk_pk = "AT_RISK", sorted
+# by start, so housekeeping finds the marks to clear without reading every booking.
+AT_RISK_INDEX = "at_risk_idx"
+AT_RISK_PK_ATTRIBUTE = "at_risk_pk"
+AT_RISK_PK = "AT_RISK"
 
 
 def _by_start(name: str, partition: str, projection: Projection) -> IndexSpec:
@@ -204,6 +209,7 @@ RESERVATIONS = TableSpec(
         ),
         _by_start(BOOKED_STARTS_INDEX, "open_pk", "KEYS_ONLY"),
         _by_start(ADVANCING_INDEX, ADVANCE_PK_ATTRIBUTE, "KEYS_ONLY"),
+        _by_start(AT_RISK_INDEX, AT_RISK_PK_ATTRIBUTE, "KEYS_ONLY"),
     ),
 )
 

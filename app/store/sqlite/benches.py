@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
-from app.benches.domain import AdminState, Bench, Heartbeat, Liveness
+from app.benches.domain import (
+    AdminState,
+    Bench,
+    BenchHealth,
+    HealthStatus,
+    Heartbeat,
+    Liveness,
+    MaintenanceWindow,
+    Quarantine,
+)
 from app.history.domain import HistoryEntry
 from app.store.base import (
     BenchQuery,
@@ -44,7 +54,41 @@ def _bench_row(bench: Bench) -> dict[str, Any]:
         "created_at": to_iso(bench.created_at),
         "updated_at": to_iso(bench.updated_at),
         "concurrency": bench.concurrency,
+        "quarantine": _quarantine_json(bench.quarantine),
+        "maintenance": json.dumps([window.to_json() for window in bench.maintenance]),
     }
+
+
+def _quarantine_json(quarantine: Quarantine | None) -> str | None:
+    if quarantine is None:
+        return None
+    return json.dumps(
+        {
+            "reason": quarantine.reason,
+            "by": quarantine.by,
+            "since": to_iso(quarantine.since),
+            "evidence": quarantine.evidence,
+        }
+    )
+
+
+def _quarantine_from(text: str | None) -> Quarantine | None:
+    if text is None:
+        return None
+    value = json.loads(text)
+    return Quarantine(value["reason"], value["by"], from_iso(value["since"]), value["evidence"])
+
+
+def _health_from_row(row: sqlite3.Row) -> BenchHealth | None:
+    if row["health_status"] is None:
+        return None
+    return BenchHealth(
+        status=HealthStatus(row["health_status"]),
+        message=row["health_message"] or "",
+        at=from_iso(row["health_at"]),
+        failures=row["health_failures"],
+        passes=row["health_passes"],
+    )
 
 
 def _bench_from_row(row: sqlite3.Row) -> Bench:
@@ -70,6 +114,15 @@ def _bench_from_row(row: sqlite3.Row) -> Bench:
         recorded_liveness=Liveness(row["recorded_liveness"]),
         concurrency=row["concurrency"],
         liveness_changes=row["liveness_changes"],
+        health=_health_from_row(row),
+        infra_failures=row["infra_failures"],
+        health_check_due=None
+        if row["health_check_due"] is None
+        else from_iso(row["health_check_due"]),
+        quarantine=_quarantine_from(row["quarantine"]),
+        maintenance=tuple(
+            MaintenanceWindow.from_json(value) for value in json.loads(row["maintenance"])
+        ),
     )
 
 
@@ -148,21 +201,28 @@ class SqliteBenchRepository:
             await self._db.insert_history(connection, entry)
 
     async def record_heartbeat(self, bench_id: str, heartbeat: Heartbeat) -> Bench:
-        # Not a versioned write: only the heartbeat columns, no version, no history. A
-        # retired bench is left as it is, in the same statement, which also returns the
-        # bench: one round trip, the hottest path there is.
+        # Not a versioned write: only the heartbeat columns (and the health ones, when it
+        # carries a report), no version, no history. A retired bench is left as it is, in
+        # the same statement, which also returns the bench: one round trip, the hottest
+        # path there is.
+        sets = "last_heartbeat_at = ?, agent_version = ?, heartbeat_details = ?"
+        params: list[Any] = [to_iso(heartbeat.at), heartbeat.agent_version]
+        params.append(json.dumps(heartbeat.details))
+        if heartbeat.health is not None:
+            # The run of equal reports grows by one, or a new run starts (after_report).
+            failing = heartbeat.health.status is HealthStatus.FAILING
+            sets += (
+                ", health_status = ?, health_message = ?, health_at = ?,"
+                " health_failures = CASE WHEN ? THEN health_failures + 1 ELSE 0 END,"
+                " health_passes = CASE WHEN ? THEN 0 ELSE health_passes + 1 END"
+            )
+            params += [heartbeat.health.status.value, heartbeat.health.message]
+            params += [to_iso(heartbeat.at), failing, failing]
         async with self._db.statement() as connection:
             rows = await connection.execute_fetchall(
-                "UPDATE benches SET last_heartbeat_at = ?, agent_version = ?,"
-                " heartbeat_details = ? WHERE bench_id = ? AND admin_state != ?"
+                f"UPDATE benches SET {sets} WHERE bench_id = ? AND admin_state != ?"
                 f" RETURNING {_RETURNING}",
-                (
-                    to_iso(heartbeat.at),
-                    heartbeat.agent_version,
-                    json.dumps(heartbeat.details),
-                    bench_id,
-                    AdminState.RETIRED.value,
-                ),
+                (*params, bench_id, AdminState.RETIRED.value),
             )
             if rows:
                 return _bench_from_row(next(iter(rows)))
@@ -170,6 +230,26 @@ class SqliteBenchRepository:
         if bench is None:
             raise ItemNotFound(bench_id)
         raise BenchRetired(bench)
+
+    async def record_run_outcome(self, bench_id: str, infrastructure_failure: bool) -> Bench:
+        count = "infra_failures + 1" if infrastructure_failure else "0"
+        async with self._db.statement() as connection:
+            rows = await connection.execute_fetchall(
+                f"UPDATE benches SET infra_failures = {count} WHERE bench_id = ?"
+                f" RETURNING {_RETURNING}",
+                (bench_id,),
+            )
+        if not rows:
+            raise ItemNotFound(bench_id)
+        return _bench_from_row(next(iter(rows)))
+
+    async def request_health_check(self, bench_id: str, due: datetime) -> None:
+        async with self._db.statement() as connection:
+            await connection.execute(
+                "UPDATE benches SET health_check_due = ? WHERE bench_id = ?"
+                " AND health_check_due IS NOT ?",
+                (to_iso(due), bench_id, to_iso(due)),
+            )
 
     async def find(self, query: BenchQuery, limit: int, after: str | None) -> Page[Bench]:
         clauses: list[str] = []

@@ -21,8 +21,10 @@ from app.quotas.domain import QuotaCheck, QuotaKind
 from app.reservations.domain import (
     HOLDING_STATES,
     LONGEST_WINDOW,
+    AtRisk,
     BookedSlot,
     Reservation,
+    ReservationKind,
     ReservationState,
 )
 from app.store.base import (
@@ -62,6 +64,10 @@ def _reservation_row(reservation: Reservation) -> dict[str, Any]:
         "team": reservation.team,
         "checked_in_at": _iso_or_none(reservation.checked_in_at),
         "idle_warned_at": _iso_or_none(reservation.idle_warned_at),
+        "allow_swap": int(reservation.allow_swap),
+        "at_risk_reason": None if reservation.at_risk is None else reservation.at_risk.reason,
+        "at_risk_since": None if reservation.at_risk is None else to_iso(reservation.at_risk.since),
+        "kind": reservation.kind.value,
     }
 
 
@@ -93,6 +99,11 @@ def _reservation_from_row(row: sqlite3.Row) -> Reservation:
         team=row["team"],
         checked_in_at=_time_or_none(row["checked_in_at"]),
         idle_warned_at=_time_or_none(row["idle_warned_at"]),
+        allow_swap=bool(row["allow_swap"]),
+        at_risk=None
+        if row["at_risk_reason"] is None
+        else AtRisk(row["at_risk_reason"], from_iso(row["at_risk_since"])),
+        kind=ReservationKind(row["kind"]),
     )
 
 
@@ -207,6 +218,15 @@ class SqliteReservationRepository:
                 connection,
                 "state = ? AND advance = 1 AND start > ?",
                 [ReservationState.BOOKED.value, to_iso(after), limit],
+                "ORDER BY start, reservation_id LIMIT ?",
+            )
+
+    async def find_at_risk(self, limit: int) -> list[Reservation]:
+        async with self._db.read() as connection:
+            return await _RESERVATIONS.select(
+                connection,
+                "state = ? AND at_risk_reason IS NOT NULL",
+                [ReservationState.BOOKED.value, limit],
                 "ORDER BY start, reservation_id LIMIT ?",
             )
 

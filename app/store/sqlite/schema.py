@@ -26,7 +26,16 @@ CREATE TABLE IF NOT EXISTS benches (
     heartbeat_details TEXT,
     recorded_liveness TEXT NOT NULL DEFAULT 'offline',
     concurrency INTEGER NOT NULL DEFAULT 1,
-    liveness_changes INTEGER NOT NULL DEFAULT 0
+    liveness_changes INTEGER NOT NULL DEFAULT 0,
+    health_status TEXT,
+    health_message TEXT,
+    health_at TEXT,
+    health_failures INTEGER NOT NULL DEFAULT 0,
+    health_passes INTEGER NOT NULL DEFAULT 0,
+    infra_failures INTEGER NOT NULL DEFAULT 0,
+    health_check_due TEXT,
+    quarantine TEXT,
+    maintenance TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS bench_capabilities (
     capability TEXT NOT NULL,
@@ -52,7 +61,11 @@ CREATE TABLE IF NOT EXISTS reservations (
     capabilities TEXT NOT NULL DEFAULT '[]',
     team TEXT,
     checked_in_at TEXT,
-    idle_warned_at TEXT
+    idle_warned_at TEXT,
+    allow_swap INTEGER NOT NULL DEFAULT 0,
+    at_risk_reason TEXT,
+    at_risk_since TEXT,
+    kind TEXT NOT NULL DEFAULT 'booking'
 );
 CREATE INDEX IF NOT EXISTS reservations_by_bench ON reservations(bench_id, start, reservation_id);
 CREATE INDEX IF NOT EXISTS reservations_by_user ON reservations(user_id, start, reservation_id);
@@ -189,6 +202,8 @@ CREATE INDEX IF NOT EXISTS reservations_advancing ON reservations(start)
 CREATE INDEX IF NOT EXISTS reservations_booked_by_start ON reservations(start)
     WHERE state = 'booked';
 CREATE INDEX IF NOT EXISTS reservations_by_team ON reservations(team, start) WHERE team IS NOT NULL;
+CREATE INDEX IF NOT EXISTS reservations_at_risk ON reservations(start)
+    WHERE state = 'booked' AND at_risk_reason IS NOT NULL;
 """
 
 
@@ -198,6 +213,15 @@ _ADDED_COLUMNS = (
     ("benches", "recorded_liveness", "TEXT NOT NULL DEFAULT 'offline'"),
     ("benches", "concurrency", "INTEGER NOT NULL DEFAULT 1"),
     ("benches", "liveness_changes", "INTEGER NOT NULL DEFAULT 0"),
+    ("benches", "health_status", "TEXT"),
+    ("benches", "health_message", "TEXT"),
+    ("benches", "health_at", "TEXT"),
+    ("benches", "health_failures", "INTEGER NOT NULL DEFAULT 0"),
+    ("benches", "health_passes", "INTEGER NOT NULL DEFAULT 0"),
+    ("benches", "infra_failures", "INTEGER NOT NULL DEFAULT 0"),
+    ("benches", "health_check_due", "TEXT"),
+    ("benches", "quarantine", "TEXT"),
+    ("benches", "maintenance", "TEXT NOT NULL DEFAULT '[]'"),
     ("history", "expires_at", "TEXT"),
     ("reservations", "announced", "INTEGER NOT NULL DEFAULT 0"),
     ("reservations", "advance", "INTEGER NOT NULL DEFAULT 0"),
@@ -207,6 +231,10 @@ _ADDED_COLUMNS = (
     ("reservations", "team", "TEXT"),
     ("reservations", "checked_in_at", "TEXT"),
     ("reservations", "idle_warned_at", "TEXT"),
+    ("reservations", "allow_swap", "INTEGER NOT NULL DEFAULT 0"),
+    ("reservations", "at_risk_reason", "TEXT"),
+    ("reservations", "at_risk_since", "TEXT"),
+    ("reservations", "kind", "TEXT NOT NULL DEFAULT 'booking'"),
 )
 
 

@@ -105,13 +105,18 @@ async def test_create_tables_twice_is_fine_and_lays_out_the_spec(raw_client: Any
         "announce_idx",
         "booked_starts_idx",
         "advancing_idx",
+        "at_risk_idx",
     }
     assert indexes["open_reservations_idx"]["KeySchema"] == [
         {"AttributeName": "open_pk", "KeyType": "HASH"},
         {"AttributeName": "end", "KeyType": "RANGE"},
     ]
-    # Sparse and keys only: the booked ones by start, the booked ones to advance by start.
-    for name, partition in (("booked_starts_idx", "open_pk"), ("advancing_idx", "advance_pk")):
+    # Sparse and keys only, by start: the booked ones, those to advance, those at risk.
+    for name, partition in (
+        ("booked_starts_idx", "open_pk"),
+        ("advancing_idx", "advance_pk"),
+        ("at_risk_idx", "at_risk_pk"),
+    ):
         assert indexes[name]["KeySchema"] == [
             {"AttributeName": partition, "KeyType": "HASH"},
             {"AttributeName": "start", "KeyType": "RANGE"},
