@@ -303,6 +303,15 @@ def with_maintenance(bench: Bench, window: MaintenanceWindow, now: datetime) -> 
     return replace(bench, maintenance=listed, version=bench.version + 1, updated_at=now)
 
 
+def without_maintenance(bench: Bench, reservation_id: str, now: datetime) -> Bench:
+    """The bench without that maintenance window (it was cancelled or released); the same
+    bench when it does not list it."""
+    kept = tuple(w for w in bench.maintenance if w.reservation_id != reservation_id)
+    if kept == bench.maintenance or bench.admin_state is AdminState.RETIRED:
+        return bench
+    return replace(bench, maintenance=kept, version=bench.version + 1, updated_at=now)
+
+
 def check_admin_transition(current: AdminState, target: AdminState) -> None:
     if target == current:
         return

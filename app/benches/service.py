@@ -25,6 +25,7 @@ from app.benches.domain import (
     new_bench,
     retire,
     with_maintenance,
+    without_maintenance,
 )
 from app.clock import Clock
 from app.errors import Conflict, NotFound
@@ -194,6 +195,16 @@ class BenchService:
             None,
             actor,
             "maintenance_scheduled",
+        )
+
+    async def end_maintenance(self, bench_id: str, reservation_id: str, actor: Actor) -> Bench:
+        """Drop a maintenance window whose reservation was cancelled or released."""
+        return await self._change(
+            bench_id,
+            lambda bench: without_maintenance(bench, reservation_id, self._clock.now()),
+            None,
+            actor,
+            "maintenance_ended",
         )
 
     async def retire(

@@ -59,8 +59,10 @@ from app.reservations.domain import (
     Reservation,
     ReservationKind,
     ReservationState,
+    ReservationStatus,
     Window,
     check_may_change,
+    check_not_maintenance,
 )
 from app.reservations.scheduler import Scheduler
 from app.reservations.scheduling import Placement
@@ -319,10 +321,10 @@ class HealthService:
             now = self._clock.now()
             if target is None:  # said after authorization: who may not swap learns 403
                 raise NotFound(f"bench {bench_id!r} does not exist")
-            if reservation.kind is not ReservationKind.BOOKING or not exposed(
-                reservation, now, LONGEST_WINDOW
-            ):
-                raise Conflict(f"a {reservation.status(now).value} reservation cannot be swapped")
+            status = reservation.status(now)
+            if status not in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE):
+                raise Conflict(f"a {status.value} reservation cannot be swapped")
+            check_not_maintenance(reservation)
             if reservation.bench_id == bench_id:
                 return reservation
             reason = risk_of(target, now)

@@ -144,6 +144,12 @@ class Reservation:
         return Window(self.start, self.end)
 
     @property
+    def is_booking(self) -> bool:
+        """A person's or a pipeline's booking, not a maintenance window (which nobody
+        checks in to, and which no hold rule ends)."""
+        return self.kind is ReservationKind.BOOKING
+
+    @property
     def holds_bench(self) -> bool:
         """Whether the window is taken: cancelled and released windows are free at once."""
         return self.state in HOLDING_STATES
@@ -181,6 +187,14 @@ def conflicts(window: Window, slots: Iterable[BookedSlot], ignore: str = "") -> 
     return [
         slot for slot in slots if slot.reservation_id != ignore and slot.window.overlaps(window)
     ]
+
+
+def check_not_maintenance(reservation: Reservation) -> None:
+    if not reservation.is_booking:
+        raise Conflict(
+            "a maintenance window does not move: cancel it and schedule another",
+            kind=reservation.kind.value,
+        )
 
 
 def check_may_change(principal: Principal, reservation: Reservation) -> None:

@@ -211,7 +211,7 @@ class Scheduler:
             now - longest - NO_SHOW_LOOKBACK, now, BATCH
         )
         for reservation in started:
-            if reservation.checked_in_at is not None:
+            if reservation.checked_in_at is not None or not reservation.is_booking:
                 continue
             if reservation.bench_id not in types:
                 types[reservation.bench_id] = await self._bench_type(reservation.bench_id)
@@ -233,7 +233,7 @@ class Scheduler:
         for reservation in await self._store.reservations.find_started(
             now - LONGEST_WINDOW, now, BATCH
         ):
-            if reservation.end <= now:
+            if reservation.end <= now or not reservation.is_booking:
                 continue
             last = await self._last_activity(reservation)
             step = idle_step(reservation, now, idle_after, last)

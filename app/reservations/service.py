@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.benches.domain import AdminState
+from app.benches.service import BenchService
 from app.clock import Clock
 from app.errors import Conflict, InvalidInput, Unavailable
 from app.health.domain import risk_of
@@ -33,6 +34,7 @@ from app.reservations.domain import (
     cancel,
     check_in,
     check_may_change,
+    check_not_maintenance,
     mark_completed,
     milestones_due,
     move,
@@ -289,6 +291,7 @@ class ReservationService(ReservationReads):
         actor: Actor,
     ) -> Reservation:
         def decide(reservation: Reservation) -> Reservation:
+            check_not_maintenance(reservation)
             return move(
                 reservation,
                 start=start,
@@ -395,6 +398,11 @@ class ReservationService(ReservationReads):
             what=f"reservation {reservation_id!r}",
             authorize=authorize if by_holder else None,
         )
+        if not changed.is_booking and not changed.holds_bench:
+            # A maintenance window cancelled or released: the bench no longer lists it.
+            await BenchService(self._store, self._clock).end_maintenance(
+                changed.bench_id, changed.reservation_id, actor
+            )
         if freed:
             await self._advance_after(freed[0])
         return changed
@@ -431,6 +439,7 @@ class ReservationService(ReservationReads):
             raise InvalidInput("by must be a positive duration, such as PT30M")
 
         def decide(reservation: Reservation) -> Reservation:
+            check_not_maintenance(reservation)
             return move(
                 reservation,
                 start=None,

@@ -16,7 +16,30 @@ from typing_extensions import TypeAliasType
 class AdminState(StrEnum):
     active = "active"
     maintenance = "maintenance"
+    quarantined = "quarantined"
     retired = "retired"
+
+
+class AlternativeOut(BaseModel):
+    bench_id: Annotated[str, Field(title="Bench Id")]
+    end: Annotated[AwareDatetime, Field(title="End")]
+    same_window: Annotated[bool, Field(title="Same Window")]
+    """
+    False: the nearest window free on that bench
+    """
+    start: Annotated[AwareDatetime, Field(title="Start")]
+
+
+class AlternativesOut(BaseModel):
+    items: Annotated[list[AlternativeOut], Field(title="Items")]
+
+
+class AtRiskOut(BaseModel):
+    reason: Annotated[str, Field(title="Reason")]
+    """
+    offline, quarantined, maintenance or health_failing
+    """
+    since: Annotated[AwareDatetime, Field(title="Since")]
 
 
 class AttemptOut(BaseModel):
@@ -121,6 +144,21 @@ class DeliveryStatus(StrEnum):
     failed = "failed"
 
 
+class DisplacementOut(BaseModel):
+    bench_id: Annotated[str | None, Field(title="Bench Id")]
+    """
+    Where it moves (swapped), else null
+    """
+    end: Annotated[AwareDatetime, Field(title="End")]
+    outcome: Annotated[str, Field(title="Outcome")]
+    """
+    swapped (to bench_id) or cancelled
+    """
+    reservation_id: Annotated[str, Field(title="Reservation Id")]
+    start: Annotated[AwareDatetime, Field(title="Start")]
+    user_id: Annotated[str, Field(title="User Id")]
+
+
 class EntityOut(BaseModel):
     id: Annotated[str, Field(title="Id")]
     type: Annotated[str, Field(examples=["reservation"], title="Type")]
@@ -193,6 +231,11 @@ class FreeWindowOut(BaseModel):
     start: Annotated[AwareDatetime, Field(title="Start")]
 
 
+class HealthStatus(StrEnum):
+    ok = "ok"
+    failing = "failing"
+
+
 class HeartbeatIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -216,6 +259,27 @@ class HistoryEntryOut(BaseModel):
 class Liveness(StrEnum):
     online = "online"
     offline = "offline"
+    unmonitored = "unmonitored"
+
+
+class MaintenanceIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    dry_run: Annotated[bool | None, Field(title="Dry Run")] = False
+    """
+    List what it would displace; change nothing
+    """
+    end: Annotated[AwareDatetime, Field(title="End")]
+    reason: Annotated[str, Field(max_length=500, min_length=1, title="Reason")]
+    start: Annotated[AwareDatetime, Field(title="Start")]
+
+
+class MaintenanceWindowOut(BaseModel):
+    end: Annotated[AwareDatetime, Field(title="End")]
+    reason: Annotated[str, Field(title="Reason")]
+    reservation_id: Annotated[str, Field(title="Reservation Id")]
+    start: Annotated[AwareDatetime, Field(title="Start")]
 
 
 class PageOutHistoryEntryOut(BaseModel):
@@ -239,6 +303,16 @@ class Problem(BaseModel):
     status: Annotated[int, Field(title="Status")]
     title: Annotated[str, Field(title="Title")]
     type: Annotated[str, Field(title="Type")]
+
+
+class QuarantineOut(BaseModel):
+    by: Annotated[str, Field(title="By")]
+    evidence: Annotated[dict[str, Any], Field(title="Evidence")]
+    reason: Annotated[str, Field(title="Reason")]
+    """
+    health_failures, infrastructure_failures, agent_report or admin
+    """
+    since: Annotated[AwareDatetime, Field(title="Since")]
 
 
 class MaxBookedHours7d(RootModel[float]):
@@ -314,6 +388,10 @@ class ReservationCreate(BaseModel):
         extra="forbid",
     )
     advance: Annotated[bool | None, Field(title="Advance")] = False
+    allow_swap: Annotated[bool | None, Field(title="Allow Swap")] = False
+    """
+    When the bench becomes unfit, move the booking to an equivalent bench (one with all its capabilities) by itself; bookings by capability always may
+    """
     bench_id: Annotated[BenchId | None, Field(title="Bench Id")] = None
     capabilities: Annotated[Capabilities | None, Field(title="Capabilities")] = None
     duration: Annotated[timedelta | None, Field(title="Duration")] = None
@@ -344,6 +422,11 @@ class ReservationExtend(BaseModel):
     """
 
 
+class ReservationKind(StrEnum):
+    booking = "booking"
+    maintenance = "maintenance"
+
+
 class Purpose(RootModel[str]):
     root: Annotated[str, Field(max_length=500, title="Purpose")]
 
@@ -367,6 +450,31 @@ class ReservationStatus(StrEnum):
     completed = "completed"
     cancelled = "cancelled"
     released = "released"
+
+
+class RunRecordOut(BaseModel):
+    executions: Annotated[dict[str, int], Field(title="Executions")]
+    """
+    Finished executions by verdict
+    """
+    finished: Annotated[int, Field(title="Finished")]
+    infrastructure_failure_rate: Annotated[float | None, Field(title="Infrastructure Failure Rate")]
+    """
+    errored + timed_out over the finished ones not cancelled; null: none
+    """
+    uptime: Annotated[float | None, Field(title="Uptime")]
+    """
+    Share of the period online; null: unmonitored
+    """
+
+
+class SwapIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    bench_id: Annotated[
+        str, Field(examples=["rig-7"], pattern="^[a-z0-9][a-z0-9._-]{0,62}$", title="Bench Id")
+    ]
 
 
 class TaskComplete(BaseModel):
@@ -498,23 +606,6 @@ class AvailabilityOut(BaseModel):
     items: Annotated[list[FreeWindowOut], Field(title="Items")]
 
 
-class BenchOut(BaseModel):
-    admin_state: AdminState
-    agent_version: Annotated[str | None, Field(title="Agent Version")]
-    bench_id: Annotated[str, Field(title="Bench Id")]
-    capabilities: Annotated[list[str], Field(title="Capabilities")]
-    concurrency: Annotated[int, Field(title="Concurrency")]
-    created_at: Annotated[AwareDatetime, Field(title="Created At")]
-    heartbeat_interval_s: Annotated[int, Field(title="Heartbeat Interval S")]
-    labels: Annotated[dict[str, str], Field(title="Labels")]
-    last_heartbeat_at: Annotated[AwareDatetime | None, Field(title="Last Heartbeat At")]
-    name: Annotated[str, Field(title="Name")]
-    status: Liveness
-    type: Annotated[str, Field(title="Type")]
-    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
-    version: Annotated[int, Field(title="Version")]
-
-
 class ConflictProblem(BaseModel):
     """
     409: what the request collided with.
@@ -589,18 +680,31 @@ class ExecutionPatch(BaseModel):
     summary: Annotated[Summary | None, Field(title="Summary")] = None
 
 
+class HealthOut(BaseModel):
+    """
+    The last health report the agent sent, and the run of equal ones it ends.
+    """
+
+    at: Annotated[AwareDatetime, Field(title="At")]
+    consecutive: Annotated[int, Field(title="Consecutive")]
+    """
+    Reports in a row with this status, this one included
+    """
+    message: Annotated[str, Field(title="Message")]
+    status: HealthStatus
+
+
 class HeartbeatOut(BaseModel):
     bench_id: Annotated[str, Field(title="Bench Id")]
     heartbeat_interval_s: Annotated[int, Field(title="Heartbeat Interval S")]
     last_heartbeat_at: Annotated[AwareDatetime, Field(title="Last Heartbeat At")]
     next_heartbeat_due_at: Annotated[AwareDatetime, Field(title="Next Heartbeat Due At")]
     offline_after: Annotated[AwareDatetime, Field(title="Offline After")]
+    run_health_check: Annotated[bool | None, Field(title="Run Health Check")] = False
+    """
+    A window starts soon on this bench and no health report came since: run the health command now and report it
+    """
     status: Liveness
-
-
-class PageOutBenchOut(BaseModel):
-    items: Annotated[list[BenchOut], Field(title="Items")]
-    next_cursor: Annotated[str | None, Field(title="Next Cursor")]
 
 
 class PageOutDeliveryOut(BaseModel):
@@ -608,12 +712,26 @@ class PageOutDeliveryOut(BaseModel):
     next_cursor: Annotated[str | None, Field(title="Next Cursor")]
 
 
+class PeersOut(BaseModel):
+    benches: Annotated[int, Field(title="Benches")]
+    """
+    Benches of the same type compared (up to 50)
+    """
+    periods: Annotated[dict[str, RunRecordOut], Field(title="Periods")]
+
+
 class ReservationOut(BaseModel):
     advance: Annotated[bool | None, Field(title="Advance")] = False
+    allow_swap: Annotated[bool | None, Field(title="Allow Swap")] = False
+    at_risk: AtRiskOut | None = None
+    """
+    The bench looks unfit for this window; null when healthy
+    """
     bench_id: Annotated[str, Field(title="Bench Id")]
     checked_in_at: Annotated[AwareDatetime | None, Field(title="Checked In At")] = None
     created_at: Annotated[AwareDatetime, Field(title="Created At")]
     end: Annotated[AwareDatetime, Field(title="End")]
+    kind: ReservationKind | None = ReservationKind.booking
     not_before: Annotated[AwareDatetime | None, Field(title="Not Before")] = None
     priority: Annotated[int | None, Field(title="Priority")] = 50
     purpose: Annotated[str, Field(title="Purpose")]
@@ -694,6 +812,45 @@ class WebhookPatch(BaseModel):
     user_id: Annotated[UserId1 | None, Field(title="User Id")] = None
 
 
+class BenchOut(BaseModel):
+    admin_state: AdminState
+    agent_version: Annotated[str | None, Field(title="Agent Version")]
+    bench_id: Annotated[str, Field(title="Bench Id")]
+    capabilities: Annotated[list[str], Field(title="Capabilities")]
+    concurrency: Annotated[int, Field(title="Concurrency")]
+    created_at: Annotated[AwareDatetime, Field(title="Created At")]
+    health: HealthOut | None = None
+    heartbeat_interval_s: Annotated[int, Field(title="Heartbeat Interval S")]
+    labels: Annotated[dict[str, str], Field(title="Labels")]
+    last_heartbeat_at: Annotated[AwareDatetime | None, Field(title="Last Heartbeat At")]
+    maintenance: Annotated[
+        list[MaintenanceWindowOut] | None, Field(title="Maintenance", validate_default=True)
+    ] = []
+    """
+    Maintenance windows not over yet, soonest first
+    """
+    name: Annotated[str, Field(title="Name")]
+    quarantine: QuarantineOut | None = None
+    status: Liveness
+    type: Annotated[str, Field(title="Type")]
+    updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
+    version: Annotated[int, Field(title="Version")]
+
+
+class BenchStatsOut(BaseModel):
+    as_of: Annotated[AwareDatetime, Field(title="As Of")]
+    bench_id: Annotated[str, Field(title="Bench Id")]
+    consecutive_infrastructure_failures: Annotated[
+        int, Field(title="Consecutive Infrastructure Failures")
+    ]
+    peers: PeersOut
+    periods: Annotated[dict[str, RunRecordOut], Field(title="Periods")]
+    """
+    '7d' and '30d'
+    """
+    type: Annotated[str, Field(title="Type")]
+
+
 class ExecutionOut(BaseModel):
     artifacts_uri: Annotated[str | None, Field(title="Artifacts Uri")]
     bench_id: Annotated[str, Field(title="Bench Id")]
@@ -712,6 +869,27 @@ class ExecutionOut(BaseModel):
     tasks: Annotated[list[TaskOut] | None, Field(title="Tasks")] = None
     updated_at: Annotated[AwareDatetime, Field(title="Updated At")]
     version: Annotated[int, Field(title="Version")]
+
+
+class MaintenanceOut(BaseModel):
+    bench: BenchOut | None
+    """
+    The bench after the change (null in a dry run)
+    """
+    displaced: Annotated[list[DisplacementOut], Field(title="Displaced")]
+    dry_run: Annotated[bool, Field(title="Dry Run")]
+    end: Annotated[AwareDatetime, Field(title="End")]
+    reason: Annotated[str, Field(title="Reason")]
+    reservation_id: Annotated[str, Field(title="Reservation Id")]
+    """
+    The reservation holding the window
+    """
+    start: Annotated[AwareDatetime, Field(title="Start")]
+
+
+class PageOutBenchOut(BaseModel):
+    items: Annotated[list[BenchOut], Field(title="Items")]
+    next_cursor: Annotated[str | None, Field(title="Next Cursor")]
 
 
 class PageOutExecutionOut(BaseModel):

@@ -170,9 +170,7 @@ async def test_a_booking_by_id_stays_and_is_offered_alternatives_and_a_swap(
     refused = await client.post(url, json={"bench_id": "rig-3"}, headers=ALICE)
     assert refused.status_code == 409, refused.text  # taken 09:30-10:30
     assert (await client.post(url, json={"bench_id": "rig-2"}, headers=BOB)).status_code == 403
-    stale = await client.post(
-        url, json={"bench_id": "rig-2"}, headers={**ALICE, "If-Match": '"1"'}
-    )
+    stale = await client.post(url, json={"bench_id": "rig-2"}, headers={**ALICE, "If-Match": '"1"'})
     assert stale.status_code == 412
     swapped = await client.post(url, json={"bench_id": "rig-2"}, headers=ALICE)
     assert swapped.status_code == 200, swapped.text
@@ -435,7 +433,7 @@ async def test_a_failed_test_is_not_the_bench_s_fault(client: httpx.AsyncClient)
 
 
 async def test_maintenance_dry_run_equals_the_real_run(
-    client: httpx.AsyncClient, clock: ManualClock
+    client: httpx.AsyncClient, clock: ManualClock, settings: Settings, store: Store
 ) -> None:
     await online(client, "rig-1", "rig-2")
     movable = await reserve(client, "10:00", "11:00")
@@ -474,10 +472,34 @@ async def test_maintenance_dry_run_equals_the_real_run(
     assert taken.status_code == 409
     overlapping = await client.post(url, json=body, headers=ADMIN)
     assert overlapping.status_code == 409
-    clock.advance(timedelta(hours=1))
+    clock.advance(timedelta(hours=1, minutes=20))  # 09:20: nobody checks in to maintenance
+    strict = settings.model_copy(update={"no_show_grace_min": 15, "idle_release_min": 30})
+    await Housekeeper(store, clock, strict).run_once()
     assert (await bench(client, "rig-1"))["admin_state"] == "maintenance"
+    blocker = await get(client, real.json()["reservation_id"])
+    assert (blocker["kind"], blocker["status"]) == ("maintenance", "active")
     clock.advance(timedelta(hours=5))
     assert (await bench(client, "rig-1"))["admin_state"] == "active"
+
+
+async def test_a_cancelled_maintenance_window_frees_the_bench(
+    client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    await online(client, "rig-1")
+    body = {"start": AT.format("09:00"), "end": AT.format("10:00"), "reason": "calibration"}
+    scheduled = await client.post("/v1/benches/rig-1/maintenance", json=body, headers=ADMIN)
+    assert scheduled.status_code == 201, scheduled.text
+    assert scheduled.headers["location"] == f"/v1/reservations/{scheduled.json()['reservation_id']}"
+    url = f"/v1/reservations/{scheduled.json()['reservation_id']}"
+    moved = await client.patch(
+        url, json={"end": AT.format("11:00")}, headers={**ADMIN, "If-Match": '"1"'}
+    )
+    assert moved.status_code == 409, moved.text
+    assert (await client.post(f"{url}/cancel", headers=ADMIN)).status_code == 200
+    assert (await bench(client, "rig-1"))["maintenance"] == []
+    clock.advance(timedelta(hours=1, minutes=30))
+    assert (await bench(client, "rig-1"))["admin_state"] == "active"
+    await reserve(client, "09:30", "10:00")
 
 
 async def test_the_agent_is_asked_to_check_health_before_a_window(

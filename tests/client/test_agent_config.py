@@ -3,7 +3,6 @@ check's result in the bench heartbeat."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import tomllib
@@ -136,12 +135,14 @@ def test_the_example_handlers_pass_and_fail_and_health_reaches_the_heartbeat(
         flash_log = bench.work_dir / "tasks" / bench.task(passing).task_id / "attempt-1.log"
         assert "flashing fw.bin onto the bench for commit 9fceb02d0ae5" in flash_log.read_text()
 
-        def details() -> dict[str, object]:
+        def kept_health() -> tuple[object, ...] | None:
             with sqlite3.connect(bench.api.workdir / "var" / "orchestrator.db") as db:
-                row = db.execute(
-                    "SELECT heartbeat_details FROM benches WHERE bench_id = 'rig-1'"
+                row: tuple[object, ...] | None = db.execute(
+                    "SELECT health_status, health_message, health_failures FROM benches"
+                    " WHERE bench_id = 'rig-1'"
                 ).fetchone()
-            return json.loads(row[0] or "{}") if row else {}
+            return row if row and row[0] else None
 
-        got = poll(details, bool, timeout=10, what="a heartbeat with details")
-        assert got == {"health": "failing", "health_message": "exit code 1: fan stalled"}
+        # One check, one report: the bench keeps it, however many heartbeats follow.
+        got = poll(kept_health, bool, timeout=10, what="a heartbeat with a health report")
+        assert got == ("failing", "exit code 1: fan stalled", 1)

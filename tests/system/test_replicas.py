@@ -306,3 +306,58 @@ async def test_advancing_requests_and_cancels_racing_across_two_processes_stay_s
                 break
             assert other_start - cursor < end - start, (reservation_id, cursor, other_start)
             cursor = max(cursor, other_end)
+
+
+async def test_swaps_racing_for_one_spare_across_two_processes_have_one_winner(
+    api_replicas: list[str],
+) -> None:
+    """Eight bookings on benches of their own, each moved at once to the one spare bench
+    through either replica: the spare's calendar takes exactly one."""
+    tag = uuid.uuid4().hex[:8]
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=random.randint(3, 300))
+    window = {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()}
+    async with httpx.AsyncClient(timeout=60) as http:
+        benches = [f"swap-{tag}-{n}" for n in range(9)]
+        for bench_id in benches:
+            created = await http.post(
+                f"{api_replicas[0]}/v1/benches",
+                json={"bench_id": bench_id, "name": bench_id, "type": "hil"},
+                headers=ADMIN,
+            )
+            assert created.status_code == 201, created.text
+        spare, taken = benches[-1], benches[:-1]
+        bookings = []
+        for bench_id in taken:
+            booked = await http.post(
+                f"{api_replicas[1]}/v1/reservations",
+                json={"bench_id": bench_id, **window},
+                headers=ADMIN,
+            )
+            assert booked.status_code == 201, booked.text
+            bookings.append(booked.json()["reservation_id"])
+
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    f"{api_replicas[n % 2]}/v1/reservations/{reservation_id}/swap",
+                    json={"bench_id": spare},
+                    headers=ADMIN,
+                )
+                for n, reservation_id in enumerate(bookings)
+            )
+        )
+        assert sorted(a.status_code for a in answers) == [200] + [409] * (len(bookings) - 1)
+        calendar = await http.get(
+            f"{api_replicas[0]}/v1/benches/{spare}/reservations",
+            params={"from": window["start"], "to": window["end"]},
+            headers=ADMIN,
+        )
+        [held] = calendar.json()["items"]
+        winner = next(a for a in answers if a.status_code == 200).json()
+        assert held["reservation_id"] == winner["reservation_id"]
+        for answer, reservation_id in zip(answers, bookings, strict=True):
+            if answer.status_code == 409:
+                stayed = await http.get(
+                    f"{api_replicas[1]}/v1/reservations/{reservation_id}", headers=ADMIN
+                )
+                assert stayed.json()["bench_id"] in taken

@@ -1,5 +1,7 @@
 """The optional health check: ``[health] command`` every ``interval_s``, in a thread of its
-own; its latest result goes into every bench heartbeat's ``details``."""
+own, and at once when the service asks (a window starts soon on the bench). Each result
+goes into one bench heartbeat's ``details`` (the next one that gets through): the service
+counts reports, so one check is one report, however many heartbeats it outlives."""
 
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ class HealthMonitor:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._details: dict[str, Any] = {"health": "failing", "health_message": "not checked yet"}
+        # Checks made, and the last of them a heartbeat delivered.
+        self._checks = 0
+        self._reported = 0
+        self._urgent = 0  # a check the service asked for: sent at once, not when due
+        self._asked = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health", daemon=True)
 
     def start(self) -> None:
@@ -36,10 +43,32 @@ class HealthMonitor:
 
     def stop(self) -> None:
         self._stop.set()
+        self._asked.set()
 
     def details(self) -> dict[str, Any]:
         with self._lock:
             return dict(self._details)
+
+    def report(self) -> tuple[dict[str, Any], int]:
+        """The result to send, if it is one no heartbeat delivered yet ({} otherwise), and
+        the check it belongs to (for ``delivered``)."""
+        with self._lock:
+            if self._checks == self._reported:
+                return {}, self._checks
+            return dict(self._details), self._checks
+
+    def delivered(self, check: int) -> None:
+        with self._lock:
+            self._reported = max(self._reported, check)
+
+    def urgent(self) -> bool:
+        """A check the service asked for is done and not delivered yet."""
+        with self._lock:
+            return self._urgent > self._reported
+
+    def check_soon(self) -> None:
+        """The service asked for a check now: the health thread runs one at once."""
+        self._asked.set()
 
     def check(self) -> None:
         healthy, message = self._run()
@@ -47,6 +76,7 @@ class HealthMonitor:
         with self._lock:
             before = self._details
             self._details = details
+            self._checks += 1
         if before.get("health") != details["health"]:
             log.log(
                 logging.INFO if healthy else logging.WARNING,
@@ -56,8 +86,18 @@ class HealthMonitor:
             )
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._config.interval_s):
+        while not self._stop.is_set():
+            asked = self._asked.wait(self._config.interval_s)
+            if self._stop.is_set():
+                return
+            if asked:
+                self._asked.clear()
+                log.info("health: checking now, as the service asked (a window starts soon)")
             self.check()
+            if asked:
+                with self._lock:
+                    self._urgent = self._checks
+            self._changed.set()  # wakes the agent's loop: the next heartbeat carries it
 
     def _run(self) -> tuple[bool, str]:
         timeout = self._config.effective_timeout_s

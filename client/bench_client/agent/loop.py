@@ -173,7 +173,8 @@ class Agent:
                             self.state.path,
                         )
                         break
-                if now >= self.bench_heartbeat_at:
+                asked = self.health is not None and self.health.urgent()
+                if now >= self.bench_heartbeat_at or asked:
                     self._bench_heartbeat()
                 if self.current is not None:
                     self._tend(self.current)
@@ -239,8 +240,10 @@ class Agent:
 
     def _bench_heartbeat(self) -> None:
         details: dict[str, Any] = {}
+        check = 0
         if self.health is not None:
-            details |= self.health.details()
+            report, check = self.health.report()
+            details |= report
         if self.current is not None:
             details["task_id"] = self.current.task.task_id
         try:
@@ -256,6 +259,10 @@ class Agent:
             self.bench_heartbeat_at = time.monotonic() + delay
             return
         self.bench_backoff.reset()
+        if self.health is not None:
+            self.health.delivered(check)
+            if beat.run_health_check:
+                self.health.check_soon()
         self.heartbeat_interval_s = float(beat.heartbeat_interval_s)
         due_in = (beat.next_heartbeat_due_at - datetime.now(UTC)).total_seconds()
         # A little before it is due, so that the network's delay never makes it late.
