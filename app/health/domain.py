@@ -98,23 +98,20 @@ def exposed(reservation: Reservation, now: datetime, horizon: timedelta) -> bool
 
 
 def marked(reservation: Reservation, reason: RiskReason, now: datetime) -> Reservation:
-    """Marked at risk for ``reason``; the same reservation when it already is."""
+    """Marked at risk for ``reason``; the same reservation when it already is. The mark is
+    not the holder's change: version and updated_at stay, so their If-Match still holds
+    (as liveness never moves a bench's)."""
     if reservation.at_risk is not None and reservation.at_risk.reason == reason.value:
         return reservation
     since = now if reservation.at_risk is None else reservation.at_risk.since
-    return replace(
-        reservation,
-        at_risk=AtRisk(reason.value, since),
-        version=reservation.version + 1,
-        updated_at=now,
-    )
+    return replace(reservation, at_risk=AtRisk(reason.value, since))
 
 
-def recovered(reservation: Reservation, now: datetime) -> Reservation:
+def recovered(reservation: Reservation) -> Reservation:
     """The mark cleared; the same reservation when there is none."""
     if reservation.at_risk is None:
         return reservation
-    return replace(reservation, at_risk=None, version=reservation.version + 1, updated_at=now)
+    return replace(reservation, at_risk=None)
 
 
 def heals_itself(reservation: Reservation) -> bool:

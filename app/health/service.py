@@ -230,7 +230,7 @@ class HealthService:
             )
             if holder is None or risk_of(holder, now) is not None:
                 continue
-            if await self._write(reservation, recovered(reservation, now), "recovered"):
+            if await self._flag(reservation, recovered(reservation), "reservation.recovered"):
                 changed += 1
         return changed
 
@@ -245,7 +245,7 @@ class HealthService:
         for reservation in await self._exposed(bench.bench_id, now):
             at_risk = marked(reservation, reason, now)
             if at_risk is not reservation:
-                if not await self._write(reservation, at_risk, "marked_at_risk"):
+                if not await self._flag(reservation, at_risk, "reservation.at_risk"):
                     continue
                 changed += 1
             if heals_itself(at_risk) and await self.heal(at_risk, bench) is not None:
@@ -554,13 +554,16 @@ class HealthService:
         page = await self._store.benches.find(query, MAX_CANDIDATES, None)
         return [bench for bench in page.items if fit_for(bench, reservation, needs, now)]
 
-    async def _write(self, before: Reservation, after: Reservation, action: str) -> bool:
-        """Housekeeping's marks: a lost race leaves it to the next pass."""
+    async def _flag(self, before: Reservation, after: Reservation, event_type: str) -> bool:
+        """Mark or clear, raising ``event_type``: a lost race leaves it to the winner or
+        the next pass (the holder's own change meanwhile is decided on again then)."""
         if after is before:
             return False
+        actor = _monitor(after.reservation_id)
+        event = AUDIT.event(event_type, after, actor, at=self._clock.now())
         try:
-            await self._update(before, after, action, _monitor(after.reservation_id))
-        except (VersionMismatch, ItemNotFound, WindowTaken, BenchNotBookable):
+            await self._store.reservations.flag(before, after.at_risk, [event])
+        except (VersionMismatch, ItemNotFound):
             return False
         return True
 

@@ -49,8 +49,6 @@ _RESERVATION_EVENTS = {
     "cancelled": "reservation.cancelled",
     "released": "reservation.released",
     "completed": "reservation.ended",
-    "marked_at_risk": "reservation.at_risk",
-    "recovered": "reservation.recovered",
     "swapped": "reservation.swapped",
     "displaced": "reservation.displaced",
 }
@@ -63,6 +61,7 @@ def _reservation_view(reservation: Reservation, at: datetime) -> dict[str, Any]:
         "status": reservation.status(at).value,  # as of the event: active once started
         "advance": reservation.advance,
         "priority": reservation.priority,
+        "at_risk": at_risk_view(reservation.at_risk),
         "version": reservation.version,
     }
 

@@ -17,7 +17,7 @@ from app.events.domain import DomainEvent
 from app.executions.domain import Execution, ExecutionStatus, Task
 from app.history.domain import HistoryEntry
 from app.quotas.domain import Quota, QuotaCheck, QuotaKind
-from app.reservations.domain import BookedSlot, Reservation
+from app.reservations.domain import AtRisk, BookedSlot, Reservation
 from app.timeutil import to_iso
 from app.webhooks.domain import Delivery, Webhook
 
@@ -198,8 +198,9 @@ class ReservationRepository(Protocol):
         entry: HistoryEntry,
         quota: QuotaCheck | None = None,
     ) -> None:
-        """Replace ``current`` (as read) by ``updated`` if still at ``current.version``,
-        and ``quota`` passing as for ``create``.
+        """Replace ``current`` (as read) by ``updated`` if still at ``current.version``
+        (and at its announced count and at-risk mark, which move no version), and
+        ``quota`` passing as for ``create``.
 
         The calendar follows: the old window is freed when ``updated`` no longer holds the
         bench or holds another window, and a new window must be free of every other booked
@@ -233,6 +234,14 @@ class ReservationRepository(Protocol):
         """Booked reservations with a milestone not yet announced whose milestone time
         (its start while ``announced`` is 0, its end while it is 1) is at or before
         ``before``, soonest first."""
+
+    async def flag(
+        self, current: Reservation, at_risk: AtRisk | None, events: Sequence[DomainEvent]
+    ) -> None:
+        """Set (or clear, None) the at-risk mark and store ``events`` in one write, if the
+        reservation is still at ``current``'s version, announced count and mark: whoever
+        wins raises them, once. Version and updated_at stay (the holder's If-Match still
+        holds). Raises ItemNotFound, or VersionMismatch carrying the stored reservation."""
 
     async def announce(
         self, current: Reservation, announced: int, events: Sequence[DomainEvent]

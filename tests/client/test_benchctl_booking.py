@@ -133,7 +133,7 @@ def test_benches_bench_show_history_and_free(benchctl: Benchctl) -> None:
 
     shown = benchctl("bench", "show", "rig-show")
     assert shown.returncode == 0, shown.stderr
-    assert "offline" in shown.stdout
+    assert "unmonitored" in shown.stdout  # never heard from: hand-operated
     assert "alice until" in shown.stdout and held["reservation_id"] in shown.stdout
     assert later["reservation_id"] in shown.stdout  # next bookings
     as_json = benchctl.json("bench", "show", "rig-show")

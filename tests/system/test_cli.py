@@ -38,6 +38,8 @@ def test_housekeeping_once_prints_what_it_did(tmp_path: Path) -> None:
         "no_shows_released": 0,
         "idle_holds_handled": 0,
         "liveness_changes_recorded": 0,
+        "reservations_protected": 0,
+        "health_checks_requested": 0,
         "expired_records_purged": 0,
     }
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from app.events.domain import DomainEvent
-from app.reservations.domain import Reservation
+from app.reservations.domain import AtRisk, Reservation, ReservationState
 from app.store.base import ItemNotFound, StoreError, StoreUnavailable, VersionMismatch
 from app.store.dynamodb.calls import (
     BATCH_GET_MAX,
@@ -32,9 +32,11 @@ from app.store.dynamodb.calls import (
 from app.store.dynamodb.codec import Action, Item, n, s
 from app.store.dynamodb.events import EventTable
 from app.store.dynamodb.reservation_codec import (
+    RISK_NAMES,
     announce_at,
     announce_attributes,
     announced_is,
+    at_risk_is,
     decode_reservation,
     reservation_key,
 )
@@ -43,6 +45,8 @@ from app.store.dynamodb.tables import (
     ANNOUNCE_INDEX,
     ANNOUNCE_PK,
     ANNOUNCE_PK_ATTRIBUTE,
+    AT_RISK_PK,
+    AT_RISK_PK_ATTRIBUTE,
 )
 from app.timeutil import to_iso
 
@@ -106,21 +110,30 @@ async def announce(
         expression += " REMOVE #due_pk, #due_at"
     condition, seen = announced_is(current.announced)
     values.update(seen)
-    actions: list[Action] = [
-        {
-            "Update": {
-                "TableName": table,
-                "Key": reservation_key(current.reservation_id),
-                "UpdateExpression": expression,
-                # A missing item fails ``version = :seen`` too: no Item back means 404.
-                "ConditionExpression": f"#version = :seen AND {condition}",
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        },
-        *(events_table.put(event) for event in events),
-    ]
+    update: Action = {
+        "Update": {
+            "TableName": table,
+            "Key": reservation_key(current.reservation_id),
+            "UpdateExpression": expression,
+            # A missing item fails ``version = :seen`` too: no Item back means 404.
+            "ConditionExpression": f"#version = :seen AND {condition}",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+    await _write_with_events(call, update, events_table, events, current.reservation_id)
+
+
+async def _write_with_events(
+    call: Call,
+    update: Action,
+    events_table: EventTable,
+    events: Sequence[DomainEvent],
+    reservation_id: str,
+) -> None:
+    """The reservation's conditional update and its events, all or nothing."""
+    actions: list[Action] = [update, *(events_table.put(event) for event in events)]
     for attempt in range(_CONFLICT_ATTEMPTS):
         if attempt:
             await back_off(attempt)
@@ -130,16 +143,53 @@ async def announce(
         if failed(reasons, 0):
             stored = old_item(reasons, 0)
             if stored is None:
-                raise ItemNotFound(current.reservation_id)
+                raise ItemNotFound(reservation_id)
             raise VersionMismatch(decode_reservation(stored))
         if any(failed(reasons, index) for index in range(1, len(actions))):
-            raise StoreError("an event of this announcement is logged already")
+            raise StoreError("an event of this change is logged already")
         if not only_conflicts(reasons):
             raise cancelled(reasons)
     raise StoreUnavailable(
-        f"announcing {current.reservation_id!r}: transaction conflicts"
-        f" {_CONFLICT_ATTEMPTS} times in a row"
+        f"changing {reservation_id!r}: transaction conflicts {_CONFLICT_ATTEMPTS} times in a row"
     )
+
+
+async def flag(
+    call: Call,
+    table: str,
+    events_table: EventTable,
+    current: Reservation,
+    at_risk: AtRisk | None,
+    events: Sequence[DomainEvent],
+) -> None:
+    """The at-risk mark, as announcing is done: one transaction, conditioned on what was
+    read, with the events it raises; the sparse at-risk index follows the mark."""
+    names = {"#version": "version", "#announced": "announced", "#pk": AT_RISK_PK_ATTRIBUTE}
+    names |= RISK_NAMES
+    values: Item = {":seen": n(current.version)}
+    if at_risk is None:
+        expression = "REMOVE #risk, #risk_since, #pk"
+    else:
+        expression = "SET #risk = :risk, #risk_since = :risk_since"
+        values |= {":risk": s(at_risk.reason), ":risk_since": s(to_iso(at_risk.since))}
+        if current.state is ReservationState.BOOKED:
+            expression += ", #pk = :pk"
+            values[":pk"] = s(AT_RISK_PK)
+    announced, seen = announced_is(current.announced)
+    risk, risk_seen = at_risk_is(current.at_risk)
+    values |= seen | risk_seen
+    update: Action = {
+        "Update": {
+            "TableName": table,
+            "Key": reservation_key(current.reservation_id),
+            "UpdateExpression": expression,
+            "ConditionExpression": f"#version = :seen AND {announced} AND {risk}",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+    await _write_with_events(call, update, events_table, events, current.reservation_id)
 
 
 def _due(reservation: Reservation) -> datetime | None:

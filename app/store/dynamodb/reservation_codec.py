@@ -147,19 +147,37 @@ def announced_is(announced: int) -> tuple[str, Item]:
     return "#announced = :was", {":was": n(announced)}
 
 
+def at_risk_is(at_risk: AtRisk | None) -> tuple[str, Item]:
+    """The condition "the stored at-risk mark is ``at_risk``" (names ``#risk``, ``#risk_since``)."""
+    if at_risk is None:
+        return "attribute_not_exists(#risk) AND attribute_not_exists(#risk_since)", {}
+    return "#risk = :risk_was AND #risk_since = :risk_since_was", {
+        ":risk_was": s(at_risk.reason),
+        ":risk_since_was": s(to_iso(at_risk.since)),
+    }
+
+
+RISK_NAMES = {"#risk": "at_risk_reason", "#risk_since": "at_risk_since"}
+
+
 def replace_reservation(table: str, current: Reservation, updated: Reservation) -> Action:
     """Put ``updated`` whole, if the stored item is still at ``current``'s version and
     announced count: a milestone announced since ``current`` was read moved no version,
     but this copy would undo it. The sparse index attributes follow from the new item."""
     condition, seen = announced_is(current.announced)
+    risk, risk_seen = at_risk_is(current.at_risk)
     return {
         "Put": {
             "TableName": table,
             "Item": encode_reservation(updated),
             # A missing item fails ``version = :seen`` too: no Item back means 404.
-            "ConditionExpression": f"#version = :seen AND {condition}",
-            "ExpressionAttributeNames": {"#version": "version", "#announced": "announced"},
-            "ExpressionAttributeValues": {":seen": n(current.version), **seen},
+            "ConditionExpression": f"#version = :seen AND {condition} AND {risk}",
+            "ExpressionAttributeNames": {
+                "#version": "version",
+                "#announced": "announced",
+                **RISK_NAMES,
+            },
+            "ExpressionAttributeValues": {":seen": n(current.version), **seen, **risk_seen},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
     }

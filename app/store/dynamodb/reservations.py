@@ -28,7 +28,7 @@ from app.benches.domain import AdminState
 from app.events.domain import DomainEvent
 from app.history.domain import HistoryEntry
 from app.quotas.domain import QuotaCheck
-from app.reservations.domain import Reservation, conflicts
+from app.reservations.domain import AtRisk, Reservation, conflicts
 from app.store.base import (
     AlreadyExists,
     BenchNotBookable,
@@ -82,7 +82,7 @@ from app.store.dynamodb.ledgers import (
     ledger_actions,
     ledger_key,
 )
-from app.store.dynamodb.milestones import announce, find_unannounced
+from app.store.dynamodb.milestones import announce, find_unannounced, flag
 from app.store.dynamodb.reservation_codec import (
     decode_reservation,
     encode_reservation,
@@ -337,6 +337,11 @@ class DynamoReservationRepository:
 
     async def find_unannounced(self, before: datetime, limit: int) -> list[Reservation]:
         return await find_unannounced(self._call, self._table, before, limit)
+
+    async def flag(
+        self, current: Reservation, at_risk: AtRisk | None, events: Sequence[DomainEvent]
+    ) -> None:
+        await flag(self._call, self._table, self._history.events, current, at_risk, events)
 
     async def announce(
         self, current: Reservation, announced: int, events: Sequence[DomainEvent]

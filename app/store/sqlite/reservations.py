@@ -150,7 +150,11 @@ class SqliteReservationRepository:
                 raise ItemNotFound(current.reservation_id)
             # A milestone announced since the caller read it moves no version, but the
             # caller's copy would undo it: decide again on the stored one.
-            if stored.version != current.version or stored.announced != current.announced:
+            if (stored.version, stored.announced, stored.at_risk) != (
+                current.version,
+                current.announced,
+                current.at_risk,
+            ):
                 raise VersionMismatch(stored)
             if updated.bench_id != stored.bench_id:
                 await self._check_bookable(connection, updated.bench_id)
@@ -292,6 +296,32 @@ class SqliteReservationRepository:
             )
         found.sort(key=lambda r: (r.start if r.announced == 0 else r.end, r.reservation_id))
         return found[:limit]
+
+    async def flag(
+        self, current: Reservation, at_risk: AtRisk | None, events: Sequence[DomainEvent]
+    ) -> None:
+        was = current.at_risk
+        async with self._db.write() as connection:
+            cursor = await connection.execute(
+                "UPDATE reservations SET at_risk_reason = ?, at_risk_since = ?"
+                " WHERE reservation_id = ? AND version = ? AND announced = ?"
+                " AND at_risk_reason IS ? AND at_risk_since IS ?",
+                (
+                    None if at_risk is None else at_risk.reason,
+                    None if at_risk is None else to_iso(at_risk.since),
+                    current.reservation_id,
+                    current.version,
+                    current.announced,
+                    None if was is None else was.reason,
+                    None if was is None else to_iso(was.since),
+                ),
+            )
+            if cursor.rowcount == 0:
+                stored = await _RESERVATIONS.read(connection, current.reservation_id)
+                if stored is None:
+                    raise ItemNotFound(current.reservation_id)
+                raise VersionMismatch(stored)
+            await self._db.insert_events(connection, list(events))
 
     async def announce(
         self, current: Reservation, announced: int, events: Sequence[DomainEvent]
