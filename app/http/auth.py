@@ -28,6 +28,7 @@ __all__ = [
     "PrincipalDep",
     "TokenRecord",
     "TokenRegistry",
+    "authenticate_request",
     "current_principal",
     "require_roles",
     "token_digest",
@@ -115,8 +116,15 @@ async def current_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+    return await authenticate_request(request, token.strip())
+
+
+async def authenticate_request(request: Request, token: str) -> Principal:
+    """The caller ``token`` stands for, rate-limited, kept as this request's caller: the
+    role checks (``require_roles``) and the actor of the request see it. The bearer header
+    comes here, and so does the token a dashboard session holds (``app/ui/session.py``)."""
     state = http_state(request)
-    principal = await state.tokens.authenticate(token.strip())
+    principal = await state.tokens.authenticate(token)
     refuse_if_limited(state.rate_limiter, principal.subject)
     request.scope[_PRINCIPAL_SCOPE_KEY] = principal
     return principal

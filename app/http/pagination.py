@@ -55,6 +55,12 @@ class CursorCodec:
     def _sign(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A key of its own for ``purpose`` (the dashboard's session cookies), derived
+        from the cursor secret: as stable as it is (one shared secret for every replica,
+        kept over restarts), and no signature of one kind passes for the other."""
+        return hmac.new(self._secret, f"derived key: {purpose}".encode(), hashlib.sha256).digest()
+
     def encode(self, scope: str, query: Mapping[str, Any], after: str) -> str:
         payload = json.dumps({"q": _fingerprint(scope, query), "a": after}).encode()
         return f"{_b64(payload)}.{_b64(self._sign(payload))}"

@@ -35,15 +35,23 @@ def _is_json(content_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
+def _is_form(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/x-www-form-urlencoded"
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
         app: ASGIApp,
         max_body_bytes: int,
         observer: Callable[[], RequestObserver | None],
+        form_paths: str | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths under this prefix also take HTML forms (the dashboard's, without script).
+        self.form_paths = form_paths
         # Asked per request: the registry is built in the lifespan, after the middleware.
         self.observer = observer
 
@@ -117,6 +125,13 @@ class RequestContextMiddleware:
                 return self._too_large(scope["path"])
             has_body = has_body or length > 0
         content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if (
+            has_body
+            and self.form_paths is not None
+            and scope["path"].startswith(self.form_paths)
+            and _is_form(content_type)
+        ):
+            return None
         if has_body and not _is_json(content_type):
             return problem_response(
                 None,
