@@ -12,7 +12,7 @@ UV := $(LOCK_TOOLS)/bin/uv
 HOST_ARG = $(if $(filter command line,$(origin HOST)),$(if $(HOST),--host $(HOST)))
 PORT_ARG = $(if $(filter command line,$(origin PORT)),$(if $(PORT),--port $(PORT)))
 
-.PHONY: run dev test lint typecheck imports lint-openapi pytest openapi client-models bench create-tables clean
+.PHONY: run dev test lint typecheck imports lint-openapi pytest browser openapi client-models bench create-tables clean
 
 # Installs come from the hashed lock files (see "Dependencies" in README.md): every
 # package pinned, in hash-checking mode; then the project and the client, editable, --no-deps.
@@ -97,13 +97,27 @@ $(SPECTRAL): $(SPECTRAL_DIR)/package-lock.json
 lint-openapi: $(SPECTRAL)
 	$(SPECTRAL) lint --ruleset .spectral.yaml --fail-severity=warn openapi/openapi.json
 
+# The browser tests (tests/ui) drive Debian's Chromium through Playwright: Playwright's own
+# browser download cannot work on our machines. Installed from the distribution's packages
+# when missing; where that cannot be done, this fails saying so (the tests never skip).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Chromium from Debian's packages (for tests/ui)"; \
+		$(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; } \
+		|| true; }
+	@test -x $(CHROMIUM) || { echo "make browser: $(CHROMIUM) is missing and 'apt-get install chromium'" \
+		"failed (no apt-get, no sudo, or no package mirror): install Debian's chromium package," \
+		"or give CHROMIUM=/path/to/chromium; the browser tests in tests/ui need it" >&2; exit 1; }
+
 # moto's server for the DynamoDB tests is started by the test session itself: with
 # pytest-xdist each worker is a session, with a server of its own. loadgroup keeps the
 # tests of one xdist_group on one worker (the replicas they share start once).
 # One worker more than the cores: much of the suite waits on subprocesses
 # (servers, agents, moto's single thread), and an extra worker keeps the cores busy.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 3 : n + 1 )))
-pytest: $(VENV)/.dev-installed
+pytest: $(VENV)/.dev-installed browser
+	CHROMIUM=$(CHROMIUM) \
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 openapi: $(VENV)/.dev-installed

@@ -115,6 +115,9 @@ def _serve(settings: Settings, fd: int | None, graceful_timeout_s: int, workers:
     print(f"Bench Orchestrator on {base}  (store: {settings.store}", end="")
     print(f", {settings.sqlite_path})" if settings.store == "sqlite" else ")")
     print(f"  API docs: {base}/docs")
+    dev_tokens = settings.tokens_file.with_name("dev-tokens.env")
+    where = f" (one of {dev_tokens})" if dev_tokens.exists() else ""
+    print(f"  dashboard: {base}/ui  sign in with a bearer token{where}")
     if made:
         print(f"  made development tokens in {settings.tokens_file}:")
         for name, token in made.items():

@@ -17,8 +17,8 @@ from app.benches import router as benches
 from app.clock import Clock, SystemClock
 from app.errors import Unavailable
 from app.events import router as events
-from app.health import router as bench_health
 from app.executions import router as executions
+from app.health import router as bench_health
 from app.http import console
 from app.http.auth import TokenRegistry
 from app.http.openapi import install_openapi
@@ -38,6 +38,7 @@ from app.settings import Settings
 from app.state import AppState
 from app.store.base import Store, StoreUnavailable
 from app.store.factory import open_store
+from app.ui import router as dashboard
 from app.webhooks import router as webhooks
 from app.webhooks.relay import Relay
 from app.webhooks.relay import run_forever as deliver_webhooks
@@ -157,7 +158,10 @@ def create_app(
     install_problem_handlers(app)
     _translate_store_errors(app)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, observer=observer
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        observer=observer,
+        form_paths=dashboard.FORM_PATHS,
     )
     app.include_router(health.router)
     app.include_router(benches.router)
@@ -167,6 +171,8 @@ def create_app(
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(quotas.router)
+    app.include_router(dashboard.router)
+    app.mount("/ui/static", dashboard.static, name="ui-static")
     return app
 
 

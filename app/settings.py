@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    # --- the lab dashboard (/ui, app/ui) --------------------------------------------------
+    # Signs the dashboard's session cookies and CSRF tokens; set the same value on every
+    # replica. Unset: a key derived from the cursor secret (which replicas share already).
+    ui_session_secret: str | None = None
+    # A signed-in session lasts this long (and never longer than its token is accepted).
+    ui_session_ttl_min: int = Field(default=480, ge=1, le=60 * 24 * 30)
+
     @field_validator("jwt_issuers")
     @classmethod
     def _issuers_unique(cls, value: list[JwtIssuer]) -> list[JwtIssuer]:

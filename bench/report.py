@@ -166,6 +166,25 @@ def _webhook_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _timeline_table(timeline: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "## Dashboard: the timeline's week view (SQLite)",
+            "",
+            f"`bench/timeline_render.py`: {timeline['benches']} benches with"
+            f" {timeline['bookings']:,} bookings over the next 7 days"
+            f" ({timeline['bars']:,} bars in the week shown); `GET /ui/timeline?view=week`"
+            " signed in, one calendar read per bench.",
+            "",
+            "| in process, median | min | max | renders | over HTTP (`orchestrator serve`) |"
+            " page |",
+            "|---|---|---|---|---|---|",
+            f"| {timeline['median_ms']} ms | {timeline['min_ms']} ms | {timeline['max_ms']} ms |"
+            f" {timeline['runs']} | {timeline['http_ms']} ms | {timeline['page_kib']:,} KiB |",
+        ]
+    )
+
+
 def write(results: dict[str, Any]) -> Path:
     trips = _round_trips()
     parts = [
@@ -195,6 +214,8 @@ def write(results: dict[str, Any]) -> Path:
         parts += [_memory_table(results["memory"]), ""]
     if results.get("webhooks"):
         parts += [_webhook_table(results["webhooks"]), ""]
+    if results.get("timeline"):
+        parts += [_timeline_table(results["timeline"]), ""]
     parts += [READING.rstrip(), ""]
     PERFORMANCE.write_text("\n".join(parts))
     return PERFORMANCE

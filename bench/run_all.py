@@ -63,6 +63,8 @@ def main() -> int:
                 continue
             print(f"{name}:", flush=True)
             results[name] = _json_run(f"bench.{name}", [])
+        print("dashboard timeline:", flush=True)
+        results["timeline"] = _json_run("bench.timeline_render", [])
         print("webhooks:", flush=True)
         results["webhooks"] = _json_run(
             "bench.webhook_latency",
