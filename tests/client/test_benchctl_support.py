@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from bench_client import Client
 
+from tests.client.cli_forker import FORKER
 from tests.client.conftest import LiveApi
 
 T = TypeVar("T")
@@ -40,14 +41,8 @@ class Benchctl:
     def __call__(
         self, *args: str, token: str | None = "USER_TOKEN", **extra: str
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*COMMAND, *args],
-            env=self.env(token, **extra),
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
+        """A process of its own per call, forked from one that imported the CLI already."""
+        return FORKER.run(args, self.env(token, **extra), CLI_TIMEOUT_S)
 
     def start(
         self, *args: str, token: str | None = "USER_TOKEN", **extra: str
