@@ -49,6 +49,10 @@ CASES: dict[str, tuple[str, dict[str, int]]] = {
     "book a bench, one day": ("book a bench, one day", {}),
     "book with Idempotency-Key": ("… with Idempotency-Key", {}),
     "a second day (two-day booking minus one-day)": ("… each further day of the window", {}),
+    "starting within the at-risk horizon (minus a later one)": (
+        "… starting within `ORCH_AT_RISK_HORIZON_H`",
+        {},
+    ),
     "book by capability, 2 candidates": ("book by capability, c candidates", {"c": 2}),
     "cancel": ("cancel / release", {}),
     "move within a day": ("move a reservation", {}),
@@ -238,6 +242,10 @@ async def test_round_trips_per_request_are_the_documented_ones(
     await count("two days", book(at(22), at(2, "2026-11-27")))
     measured["a second day (two-day booking minus one-day)"] = (
         measured.pop("two days") - measured["book a bench, one day"]
+    )
+    await count("soon", book(at(20, "2026-11-25"), at(21, "2026-11-25")))
+    measured["starting within the at-risk horizon (minus a later one)"] = (
+        measured.pop("soon") - measured["book a bench, one day"]
     )
     await count("book by capability, 2 candidates", book(at(13), at(14), capabilities=["can-bus"]))
     cancel = f"/v1/reservations/{one_day['reservation_id']}/cancel"
