@@ -36,11 +36,11 @@ def bench_service(store: Store, clock: Clock, settings: Settings | None = None) 
     if settings is None:
         return BenchService(store, clock)
 
-    async def protect(bench: Bench) -> int:
-        # Built only after a change: reads and heartbeats need none of it.
-        return await health_service(store, clock, settings).protect(bench)
+    async def admin_state_moved(before: Bench, after: Bench) -> None:
+        # Built only after such a change: reads and heartbeats need none of it.
+        await health_service(store, clock, settings).admin_state_moved(before, after)
 
-    return BenchService(store, clock, on_change=protect)
+    return BenchService(store, clock, on_change=admin_state_moved)
 
 
 def health_rules(settings: Settings) -> HealthRules:

@@ -88,10 +88,11 @@ class BenchService:
         self,
         store: Store,
         clock: Clock,
-        on_change: Callable[[Bench], Awaitable[object]] | None = None,
+        on_change: Callable[[Bench, Bench], Awaitable[object]] | None = None,
     ) -> None:
-        """``on_change`` sees the bench after each change of its admin state (bench health
-        protects the bookings of a bench that became unfit)."""
+        """``on_change`` sees the bench before and after each change of its admin state
+        (bench health protects the bookings of a bench that became unfit, and restarts its
+        failure counts when a quarantine ends)."""
         self._store = store
         self._clock = clock
         self._on_change = on_change
@@ -314,10 +315,10 @@ class BenchService:
         actor: Actor,
         action: str,
     ) -> Bench:
-        moved_state: list[bool] = []
+        moved_from: list[Bench] = []
 
         async def write(before: Bench, after: Bench) -> None:
-            moved_state[:] = [before.admin_state is not after.admin_state]
+            moved_from[:] = [before] if before.admin_state is not after.admin_state else []
             quarantined = (
                 after.admin_state is AdminState.QUARANTINED
                 and before.admin_state is not AdminState.QUARANTINED
@@ -332,6 +333,6 @@ class BenchService:
             expectation=expectation,
             what=f"bench {bench_id!r}",
         )
-        if self._on_change is not None and any(moved_state):
-            await self._on_change(changed)
+        if self._on_change is not None and moved_from:
+            await self._on_change(moved_from[0], changed)
         return changed

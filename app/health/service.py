@@ -187,6 +187,14 @@ class HealthService:
         if quarantine is not None:
             await self._quarantine(bench, quarantine)
 
+    async def admin_state_moved(self, before: Bench, after: Bench) -> None:
+        """After an admin's change of admin state: a quarantine that ends restarts the
+        failure counts (the next failing reports have to add up again), and a bench that
+        became unfit protects its bookings."""
+        if before.admin_state is AdminState.QUARANTINED:
+            await self._store.benches.restart_failure_runs(after.bench_id)
+        await self.protect(after)
+
     async def _quarantine(self, bench: Bench, quarantine: Quarantine) -> Bench:
         actor = _monitor(f"quarantine-{bench.bench_id}")
         changes = BenchChanges(admin_state=AdminState.QUARANTINED, quarantine=quarantine)

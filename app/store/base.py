@@ -163,6 +163,10 @@ class BenchRepository(Protocol):
         """One write, no version change: the count of consecutive infrastructure failures
         one more, or back to 0; returns the bench. Raises ItemNotFound."""
 
+    async def restart_failure_runs(self, bench_id: str) -> None:
+        """Both runs of consecutive failures (health reports, runs) back to 0: counting
+        starts again, say after an admin ended a quarantine. No version change."""
+
     async def request_health_check(self, bench_id: str, due: datetime) -> None:
         """Ask the bench's agent (in its heartbeats' answers) to check health before
         ``due``. No version change; nothing happens when the bench is gone."""

@@ -306,6 +306,26 @@ async def test_quarantine_after_n_failing_health_reports_not_n_minus_one(
     assert (cleared.json()["admin_state"], cleared.json()["quarantine"]) == ("active", None)
 
 
+async def test_an_admin_s_clearing_restarts_the_count(client: httpx.AsyncClient) -> None:
+    await online(client, "rig-1")
+    for _ in range(4):
+        await beat(client, "rig-1", AGENT1, health="failing", health_message="fan")
+    state = await bench(client, "rig-1")
+    assert state["admin_state"] == "quarantined"
+    cleared = await client.patch(
+        "/v1/benches/rig-1",
+        json={"admin_state": "active"},
+        headers={**ADMIN, "If-Match": f'"{state["version"]}"'},
+    )
+    assert cleared.status_code == 200, cleared.text
+    # Still failing, but it takes three new failing reports to quarantine it again.
+    for _ in range(2):
+        await beat(client, "rig-1", AGENT1, health="failing", health_message="fan")
+    assert (await bench(client, "rig-1"))["admin_state"] == "active"
+    await beat(client, "rig-1", AGENT1, health="failing", health_message="fan")
+    assert (await bench(client, "rig-1"))["admin_state"] == "quarantined"
+
+
 async def test_an_agent_reports_its_bench_broken_at_once(client: httpx.AsyncClient) -> None:
     await online(client, "rig-1")
     await beat(client, "rig-1", AGENT1, health="failing", health_message="PSU", quarantine=True)

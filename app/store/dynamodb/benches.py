@@ -289,6 +289,20 @@ class DynamoBenchRepository:
             raise
         return decode_bench(response["Attributes"])
 
+    async def restart_failure_runs(self, bench_id: str) -> None:
+        try:
+            await self._call(
+                "UpdateItem",
+                TableName=self._table,
+                Key=bench_key(bench_id),
+                UpdateExpression="SET health_failures = :zero, infra_failures = :zero",
+                ConditionExpression="attribute_exists(bench_id)",
+                ExpressionAttributeValues={":zero": n(0)},
+            )
+        except ClientError as error:
+            if error_code(error) != "ConditionalCheckFailedException":
+                raise
+
     async def request_health_check(self, bench_id: str, due: datetime) -> None:
         try:
             await self._call(

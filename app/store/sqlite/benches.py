@@ -243,6 +243,13 @@ class SqliteBenchRepository:
             raise ItemNotFound(bench_id)
         return _bench_from_row(next(iter(rows)))
 
+    async def restart_failure_runs(self, bench_id: str) -> None:
+        async with self._db.statement() as connection:
+            await connection.execute(
+                "UPDATE benches SET health_failures = 0, infra_failures = 0 WHERE bench_id = ?",
+                (bench_id,),
+            )
+
     async def request_health_check(self, bench_id: str, due: datetime) -> None:
         async with self._db.statement() as connection:
             await connection.execute(

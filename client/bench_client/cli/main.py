@@ -277,12 +277,39 @@ def bench_show(
         if current
         else "nobody"
     )
+    health = bench.health
+    quarantine = bench.quarantine
     out.fields(
         [
             ("bench", f"{bench.bench_id} ({bench.name})"),
             ("type", bench.type),
-            ("state", bench.admin_state),
+            ("state", text(bench.admin_state)),
+            *(
+                [
+                    (
+                        "quarantine",
+                        f"{quarantine.reason} by {quarantine.by} since"
+                        f" {out.when(quarantine.since)}",
+                    )
+                ]
+                if quarantine is not None
+                else []
+            ),
             ("liveness", f"{text(bench.status)} ({heartbeat})"),
+            (
+                "health",
+                f"{text(health.status)} x{health.consecutive}: {health.message or '-'}"
+                f" ({out.when(health.at)})"
+                if health is not None
+                else "no report",
+            ),
+            *(
+                (
+                    "maintenance",
+                    f"{out.when(window.start)} - {out.when(window.end)}: {window.reason}",
+                )
+                for window in bench.maintenance or []
+            ),
             ("capabilities", ", ".join(bench.capabilities) or "-"),
             ("labels", ", ".join(f"{k}={v}" for k, v in bench.labels.items()) or "-"),
             ("held by", holder),
@@ -291,6 +318,26 @@ def bench_show(
     out.say("next bookings:" if upcoming else "next bookings: none in the next 7 days")
     if upcoming:
         _reservation_table(out, upcoming, empty="")
+
+
+@bench_app.command("state")
+def bench_state(
+    ctx: typer.Context,
+    bench_id: Annotated[str, typer.Argument(metavar="BENCH")],
+    state: Annotated[
+        str, typer.Argument(metavar="STATE", help="active, maintenance or quarantined")
+    ],
+) -> None:
+    """Set a bench's admin state (admins): `active` clears a quarantine."""
+    settings = _settings(ctx)
+    out = settings.out
+    with _client(settings) as client:
+        bench = client.get_bench(bench_id)
+        changed = client.update_bench(bench, admin_state=state)
+    if out.json:
+        out.emit_json(changed)
+        return
+    out.say(f"bench {changed.bench_id}: {text(bench.admin_state)} -> {text(changed.admin_state)}")
 
 
 @bench_app.command("history")
@@ -329,7 +376,7 @@ def _reservation_table(out: Output, items: Sequence[ReservationOut], *, empty: s
                 r.bench_id,
                 out.when(r.start),
                 out.when(r.end),
-                r.status,
+                f"{text(r.status)} (at risk: {r.at_risk.reason})" if r.at_risk else r.status,
                 r.user_id,
                 r.purpose or "-",
             ]
