@@ -3,8 +3,8 @@ the live event stream the pages follow.
 
 Pages call the services the API routers call, as the session's caller; the forms that
 change something carry the session's CSRF token and go through the API's own role
-dependencies (``Booker``, ``Holder``) and the services' ownership rules, so a refusal
-reads as the API's Problem ``detail``. Scripts (``fetch()`` with ``Accept:
+dependencies (``Booker``, ``Holder``, ``BenchAdmin``) and the services' ownership rules,
+so a refusal reads as the API's Problem ``detail``. Scripts (``fetch()`` with ``Accept:
 application/json``) get the API's Problem Details; a plain form gets a page. No route is
 in the OpenAPI document (``include_in_schema=False``).
 """
@@ -12,6 +12,7 @@ in the OpenAPI document (``include_in_schema=False``).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any
@@ -24,24 +25,27 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from app.benches.domain import BENCH_ID_PATTERN, Bench
+from app.benches.auth import BenchAdmin
+from app.benches.domain import BENCH_ID_PATTERN, AdminState, Bench, BenchChanges
 from app.deps import (
     ActorDep,
     BenchServiceDep,
     EventServiceDep,
     ExecutionServiceDep,
+    HealthServiceDep,
     QuotaServiceDep,
     ReservationServiceDep,
 )
-from app.errors import AppError, InvalidInput, Unavailable
+from app.errors import AppError, Conflict, InvalidInput, Unavailable
 from app.events.sse import event_filter, event_stream
 from app.executions.domain import ExecutionStatus
+from app.health.service import Alternative, HealthService, MaintenancePlan
 from app.http.auth import PrincipalDep, authenticate_request, current_principal
 from app.http.exceptions import ProblemException
 from app.http.problems import app_error_response, problem_response
 from app.identity import Principal, Role
 from app.reservations.auth import Booker, Holder
-from app.reservations.domain import Reservation, ReservationStatus, Window
+from app.reservations.domain import Reservation, ReservationKind, ReservationStatus, Window
 from app.reservations.schemas import ReservationOut
 from app.reservations.service import BookingRequest
 from app.store.base import StoreUnavailable
@@ -56,14 +60,17 @@ from app.ui.auth import (
     signed_in,
 )
 from app.ui.session import SESSION_COOKIE, SIGN_IN_COOKIE, Session
-from app.ui.templating import STATIC, render, zone_of
+from app.ui.templating import STATIC, page_text, render, zone_of
+from app.versioning import VersionExpectation
 
 PREFIX = "/ui"
 # The dashboard's forms post as HTML forms do (the request middleware lets them through).
 FORM_PATHS = f"{PREFIX}/"
 BOOKERS = frozenset({Role.ADMIN, Role.USER, Role.CI})
-# The stats of the overview (a read per reservation of the last day) are kept this long.
+# The overview's 24 h figures (a read per reservation of the last day), and benches'
+# records (HealthService.stats: the bench's and its peers' logs and runs), kept a little.
 _STATS_ATTRIBUTE = "orchestrator_ui_stats"
+_RECORDS_ATTRIBUTE = "orchestrator_ui_records"
 
 
 def is_script(request: Request) -> bool:
@@ -158,7 +165,9 @@ pages = APIRouter(
 static = StaticFiles(directory=STATIC)
 
 
-def _context(request: Request, session: Session, principal: Principal, **more: Any) -> Any:
+def _context(
+    request: Request, session: Session, principal: Principal, **more: Any
+) -> dict[str, Any]:
     return {
         "principal": principal,
         "csrf": sessions(request).csrf_token(session),
@@ -179,6 +188,11 @@ def _actions(principal: Principal, reservation: Reservation, now: datetime) -> l
     if not _may_change(principal, reservation):
         return []
     status = reservation.status(now)
+    if reservation.kind is ReservationKind.MAINTENANCE:
+        # Nobody checks in to a maintenance window; cancelling it frees the bench.
+        return (
+            ["cancel"] if status in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE) else []
+        )
     if status is ReservationStatus.CONFIRMED:
         return ["cancel"]
     if status is ReservationStatus.ACTIVE:
@@ -324,13 +338,18 @@ async def _overview(
     open_ = await views.open_runs(executions)
     tasks = await views.running_tasks(executions, open_, ids)
     card_list = views.cards(bench_list, held, open_, tasks, now)
-    cache: views.Cache | None = getattr(request.app.state, _STATS_ATTRIBUTE, None)
-    if cache is None:
-        cache = views.Cache()
-        setattr(request.app.state, _STATS_ATTRIBUTE, cache)
+    cache = _cache(request, _STATS_ATTRIBUTE, 1)
     key = " ".join(sorted(f"{e.execution_id}:{e.version}" for e in open_))
     stats = await cache.get(key, lambda: views.day_stats(executions, held, now))
     return card_list, views.summary_of(card_list, open_, stats, now)
+
+
+def _cache(request: Request, attribute: str, size: int) -> views.Cache:
+    cache: views.Cache | None = getattr(request.app.state, attribute, None)
+    if cache is None:
+        cache = views.Cache(size=size)
+        setattr(request.app.state, attribute, cache)
+    return cache
 
 
 OVERVIEW_LIVE = ["bench.*", "reservation.*", "execution.*", "task.*"]
@@ -651,6 +670,7 @@ async def reservation_page(
     principal: PrincipalDep,
     service: ReservationServiceDep,
     executions: ExecutionServiceDep,
+    health: HealthServiceDep,
     fragment: bool = False,
 ) -> Response:
     reservation = await service.get(reservation_id)
@@ -666,12 +686,49 @@ async def reservation_page(
         live=["reservation.*", "execution.*"],
         reservation=reservation,
         status=reservation.status(now).value,
-        at_risk=views.at_risk_of(reservation),
         actions=_actions(principal, reservation, now),
+        alternatives=await _alternatives(health, principal, reservation, now),
         history=history.items,
         runs=sorted(runs, key=lambda e: e.created_at, reverse=True),
     )
     return render(request, "_reservation.html" if fragment else "reservation.html", context)
+
+
+async def _alternatives(
+    health: HealthService, principal: Principal, reservation: Reservation, now: datetime
+) -> list[Alternative] | None:
+    """Where the caller may move an at-risk booking of theirs (None: not theirs to move,
+    or not at risk)."""
+    if (
+        reservation.at_risk is None
+        or reservation.kind is not ReservationKind.BOOKING
+        or reservation.status(now) not in (ReservationStatus.CONFIRMED, ReservationStatus.ACTIVE)
+        or not _may_change(principal, reservation)
+    ):
+        return None
+    return await health.alternatives(reservation.reservation_id)
+
+
+@pages.post("/reservations/{reservation_id}/swap")
+async def swap_reservation(
+    request: Request,
+    reservation_id: str,
+    form: FormDep,
+    _: Holder,
+    health: HealthServiceDep,
+    actor: ActorDep,
+) -> Response:
+    """``POST /v1/reservations/{id}/swap``: the holder (or an admin) moves the booking to
+    another bench for the same window."""
+    bench_id = form.get("bench_id", "")
+    if not re.fullmatch(BENCH_ID_PATTERN, bench_id):
+        raise InvalidInput("choose the bench to move to")
+    moved = await health.swap(reservation_id, bench_id, None, actor)
+    message = f"moved to {moved.bench_id}"
+    if is_script(request):
+        out = ReservationOut.of(moved, health.now())
+        return JSONResponse({"message": message, "reservation": out.model_dump(mode="json")})
+    return RedirectResponse(_safe_next(form.get("next") or _reservation_url(moved)), 303)
 
 
 _ACTIONS = {"cancel", "release", "checkin", "extend"}
@@ -714,17 +771,18 @@ async def change_reservation(
 # --- a bench ---------------------------------------------------------------------------
 
 
-@pages.get("/benches/{bench_id}")
-async def bench_page(
+async def _bench_context(
     request: Request,
+    session: Session,
+    principal: Principal,
     bench_id: str,
-    session: SessionDep,
-    principal: PrincipalDep,
     benches: BenchServiceDep,
     reservations: ReservationServiceDep,
     executions: ExecutionServiceDep,
-    fragment: bool = False,
-) -> Response:
+    health: HealthService,
+    fields: dict[str, str] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
     bench = await benches.get(bench_id)
     now = reservations.now()
     week = 7 * views.DAY
@@ -732,22 +790,24 @@ async def bench_page(
         bench_id
     ]
     upcoming = [r for r in held if r.end > now]
+    bookings = [r for r in held if not views.is_maintenance(r)]
     past = Window(now - week, now)
-    used = sum((past.overlap(r.window) for r in held), timedelta(0))
+    used = sum((past.overlap(r.window) for r in bookings), timedelta(0))
     ahead = Window(now, now + week)
-    booked = sum((ahead.overlap(r.window) for r in held), timedelta(0))
+    booked = sum((ahead.overlap(r.window) for r in bookings), timedelta(0))
     runs = sorted(
-        await views.runs_of(executions, [r for r in held if r.start <= now]),
+        await views.runs_of(executions, [r for r in bookings if r.start <= now]),
         key=lambda e: e.created_at,
         reverse=True,
     )
-    stats = views.RunStats()
-    for execution in runs:
-        stats.add(execution)
+    records = _cache(request, _RECORDS_ATTRIBUTE, 64)
+    stats = await records.get(views.record_key(bench, runs), lambda: health.stats(bench_id))
     history = await benches.history(bench_id, 20, max(0, bench.version - 20))
-    changes = getattr(bench, "liveness_changes", 0)
+    changes = bench.liveness_changes
     liveness_log = await benches.liveness_log(bench_id, 10, max(0, changes - 10) or None)
-    context = _context(
+    zone = zone_of(request)
+    first = (now + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    return _context(
         request,
         session,
         principal,
@@ -757,17 +817,147 @@ async def bench_page(
         bench=bench,
         liveness=bench.liveness(now).value,
         admin_state=views.admin_state(bench, now),
-        health=views.health_of(bench),
-        quarantine=views.quarantine_of(bench),
+        health=bench.health,
+        consecutive=None if bench.health is None else views.consecutive(bench.health),
+        is_admin=principal.role is Role.ADMIN,
+        maintenance=sorted(bench.maintenance, key=lambda w: w.start),
+        maintenance_fields=fields
+        or {
+            "start": _local_input(first, zone),
+            "end": _local_input(first + timedelta(hours=2), zone),
+            "reason": "",
+        },
         upcoming=upcoming,
         used_pct=f"{100 * used / week:.0f} %",
         booked_hours=booked.total_seconds() / 3600,
         stats=stats,
+        record=views.record_rows(stats),
+        periods=views.RECORD_PERIODS,
         runs=runs[:20],
         history=list(reversed(history.items)),
         liveness_log=list(reversed(liveness_log.items)),
+        **more,
+    )
+
+
+@pages.get("/benches/{bench_id}")
+async def bench_page(
+    request: Request,
+    bench_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    benches: BenchServiceDep,
+    reservations: ReservationServiceDep,
+    executions: ExecutionServiceDep,
+    health: HealthServiceDep,
+    fragment: bool = False,
+) -> Response:
+    context = await _bench_context(
+        request, session, principal, bench_id, benches, reservations, executions, health
     )
     return render(request, "_bench.html" if fragment else "bench.html", context)
+
+
+def _bench_url(bench_id: str) -> str:
+    return f"{PREFIX}/benches/{quote(bench_id)}"
+
+
+@pages.post("/benches/{bench_id}/clear-quarantine")
+async def clear_quarantine(
+    request: Request,
+    bench_id: str,
+    form: FormDep,
+    _: BenchAdmin,
+    benches: BenchServiceDep,
+    actor: ActorDep,
+) -> Response:
+    """``PATCH /v1/benches/{id} {"admin_state": "active"}`` with the version the page
+    showed as ``If-Match`` (admins): a bench changed since is a 412, as for the API."""
+    try:
+        version = int(form.get("version", ""))
+    except ValueError:
+        raise InvalidInput("the form names no version of the bench: reload the page") from None
+    bench = await benches.get(bench_id)
+    if bench.admin_state is not AdminState.QUARANTINED:
+        raise Conflict(
+            f"bench {bench_id!r} is {bench.admin_state.value}, not quarantined",
+            admin_state=bench.admin_state.value,
+        )
+    expectation = VersionExpectation(any_version=False, versions=frozenset({version}))
+    changes = BenchChanges(admin_state=AdminState.ACTIVE)
+    changed = await benches.update(bench_id, changes, expectation, actor)
+    message = f"{bench_id} is active again"
+    if is_script(request):
+        return JSONResponse({"message": message, "bench_id": bench_id, "version": changed.version})
+    return RedirectResponse(_bench_url(bench_id), 303)
+
+
+def _plan_counts(plan: MaintenancePlan) -> str:
+    moved = sum(1 for item in plan.displaced if item.outcome == "swapped")
+    cancelled = len(plan.displaced) - moved
+    if not plan.displaced:
+        return "nothing in the way"
+    return f"{moved} booking{'' if moved == 1 else 's'} moved, {cancelled} cancelled"
+
+
+@pages.post("/benches/{bench_id}/maintenance")
+async def schedule_maintenance(
+    request: Request,
+    bench_id: str,
+    form: FormDep,
+    _: BenchAdmin,
+    session: SessionDep,
+    principal: PrincipalDep,
+    benches: BenchServiceDep,
+    reservations: ReservationServiceDep,
+    executions: ExecutionServiceDep,
+    health: HealthServiceDep,
+    actor: ActorDep,
+) -> Response:
+    """``POST /v1/benches/{id}/maintenance`` (admins): ``dry_run`` (the "Dry run" button)
+    says what the window would displace and changes nothing."""
+    zone = ZoneInfo(form["tz"]) if _known_zone(form.get("tz")) else zone_of(request)
+    start, end = _instant(form.get("start"), zone), _instant(form.get("end"), zone)
+    if start is None or end is None:
+        raise InvalidInput("give the window's start and end")
+    if end <= start:
+        raise InvalidInput("end must be after start")
+    reason = form.get("reason", "").strip()
+    if not reason or len(reason) > 500:
+        raise InvalidInput("give a reason, at most 500 characters")
+    dry_run = form.get("dry_run", "").lower() in ("true", "1", "on", "yes")
+    plan = await health.maintenance(bench_id, Window(start, end), reason, dry_run, actor)
+    plan_context = {"plan": plan, "dry_run": dry_run}
+    if is_script(request):
+        verb = "a dry run" if dry_run else "maintenance scheduled"
+        return JSONResponse(
+            {
+                "message": f"{verb}: {_plan_counts(plan)}",
+                "dry_run": dry_run,
+                "reservation_id": plan.window.reservation_id,
+                "plan_html": page_text(request, "_plan.html", plan_context),
+            },
+            status_code=200 if dry_run else 201,
+        )
+    if not dry_run:
+        return RedirectResponse(_bench_url(bench_id), 303)
+    context = await _bench_context(
+        request,
+        session,
+        principal,
+        bench_id,
+        benches,
+        reservations,
+        executions,
+        health,
+        fields={
+            "start": _local_input(start, zone),
+            "end": _local_input(end, zone),
+            "reason": reason,
+        },
+        **plan_context,
+    )
+    return render(request, "bench.html", context)
 
 
 # --- runs ------------------------------------------------------------------------------

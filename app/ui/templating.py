@@ -5,10 +5,14 @@ Every instant is rendered as ``<time datetime="...Z" title="UTC: ...">`` with it
 the browser's time zone as far as the server knows it (the ``orch_tz`` cookie the
 page's script sets; UTC before that); the script then formats every ``<time>`` in the
 browser's own zone and locale, keeping UTC in the title.
+
+Pages are gzip-compressed here, when the browser accepts it: the dashboard's own
+responses only (the API's JSON is left as it is; an app-wide GZipMiddleware would not).
 """
 
 from __future__ import annotations
 
+import gzip
 import html
 import re
 from datetime import UTC, datetime, tzinfo
@@ -112,7 +116,7 @@ STATE_SYMBOLS = {
     "unmonitored": "◌",
     "active": "▶",
     "maintenance": "⚒",
-    "quarantined": "⛔",
+    "quarantined": "⊗",
     "retired": "✕",
     "queued": "…",
     "running": "▶",
@@ -144,10 +148,52 @@ def badge(state: str | None) -> Markup:
     )
 
 
-def bar_markup(bar: Any) -> Markup:
+# Why a bench is quarantined, and why a booking is at risk, as a person reads it.
+QUARANTINE_REASONS = {
+    "health_failures": "its health check failed again and again",
+    "infrastructure_failures": "runs on it kept ending errored or timed out",
+    "agent_report": "its agent reported it broken",
+    "admin": "an admin quarantined it",
+}
+RISK_REASONS = {
+    "offline": "the bench is offline",
+    "quarantined": "the bench is quarantined",
+    "maintenance": "the bench is in maintenance",
+    "health_failing": "the bench's health check is failing",
+}
+
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _span_text(start: datetime, end: datetime, zone: tzinfo) -> str:
+    """``Tue 01 23:00-02:00`` (or ``...-Wed 02 02:00``) in ``zone``, with an en dash.
+    Made by hand: strftime was most of a bar's cost."""
+    first, last = start.astimezone(zone), end.astimezone(zone)
+    tail = f"{last.hour:02d}:{last.minute:02d}"
+    if (last.year, last.month, last.day) != (first.year, first.month, first.day):
+        tail = f"{_WEEKDAYS[last.weekday()]} {last.day:02d} {tail}"
+    head = f"{_WEEKDAYS[first.weekday()]} {first.day:02d} {first.hour:02d}:{first.minute:02d}"
+    return f"{head}\u2013{tail}"
+
+
+def bar_markup(bar: Any, zone: tzinfo = UTC) -> Markup:
     """One reservation's bar on the timeline (``views.Bar``). Made here rather than in
-    the template: a week of 200 benches has thousands, and this is the page's hot loop."""
+    the template: a week of 200 benches has thousands, and this is the page's hot loop,
+    and the page's size (the reservation's id is in its link only; the script reads it
+    there). The tooltip says who, what, the status and the window in the page's zone."""
     r = bar.reservation
+    window = _span_text(r.start, r.end, zone)
+    style = f"left:{bar.left:.2f}%;width:{bar.width:.2f}%"
+    href = f"/ui/reservations/{html.escape(r.reservation_id)}"
+    if bar.maintenance:
+        reason = html.escape(r.purpose)
+        return Markup(
+            f'<a class="bar maint s-{bar.status}" href="{href}" style="{style}"'
+            f' title="Maintenance: {reason} ({bar.status}), {window}">'
+            '<span aria-hidden="true">\u2692</span>'
+            f'<span class="sr">maintenance:</span> {reason}</a>'
+        )
     who, purpose = html.escape(r.user_id), html.escape(r.purpose)
     classes = f"bar s-{bar.status}"
     marks = ""
@@ -155,21 +201,54 @@ def bar_markup(bar: Any) -> Markup:
         classes += " mine"
         marks += '<span aria-hidden="true">\u2605</span>'
     risk = ""
-    if bar.at_risk:
+    if r.at_risk is not None:
         classes += " at-risk"
-        reason = html.escape(str(bar.at_risk["reason"]))
-        marks += f'<span aria-hidden="true">\u26a0</span><span class="sr"> at risk: {reason}</span>'
-        risk = f"; at risk: {reason}"
-    if bar.maintenance:
-        classes += " maint"
-        marks += '<span aria-hidden="true">\u2692</span>'
-    window = f"{r.start:%Y-%m-%d %H:%M}\u2013{r.end:%Y-%m-%d %H:%M} UTC"
+        words = html.escape(RISK_REASONS.get(r.at_risk.reason, r.at_risk.reason))
+        marks += f'<span aria-hidden="true">\u26a0</span><span class="sr">at risk ({words}):</span>'
+        risk = f"; at risk: {words}"
     return Markup(
-        f'<a class="{classes}" href="/ui/reservations/{r.reservation_id}"'
-        f' data-reservation="{r.reservation_id}"'
-        f' style="left:{bar.left:.3f}%;width:{bar.width:.3f}%"'
+        f'<a class="{classes}" href="{href}" style="{style}"'
         f' title="{who}: {purpose or "no purpose given"} ({bar.status}), {window}{risk}">'
-        f'{marks} <b>{who}</b> <span class="purpose">{purpose}</span></a>'
+        f"{marks + ' ' if marks else ''}<b>{who}</b> {purpose}</a>"
+    )
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` admits gzip (``gzip;q=0`` refuses it, ``*`` admits
+    what is not named)."""
+    star = False
+    for part in (header or "").split(","):
+        name, _, parameters = part.partition(";")
+        quality = 1.0
+        for parameter in parameters.split(";"):
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        coding = name.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            return quality > 0
+        if coding == "*":
+            star = quality > 0
+    return star
+
+
+# Smaller pages are sent as they are: compressing them saves less than a packet.
+GZIP_MIN_BYTES = 1400
+GZIP_LEVEL = 6
+
+
+def page_text(request: Request, template: str, context: dict[str, Any]) -> str:
+    """A template rendered for ``request`` (its zone, the time helpers)."""
+    zone = zone_of(request)
+    return _environment.get_template(template).render(
+        request=request,
+        when=lambda moment, style="datetime": time_html(moment, zone, style),
+        value=lambda given: value_html(given, zone),
+        zone=zone,
+        **context,
     )
 
 
@@ -181,16 +260,12 @@ def render(
     status_code: int = 200,
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
-    zone = zone_of(request)
-    page = _environment.get_template(template)
-    body = page.render(
-        request=request,
-        when=lambda moment, style="datetime": time_html(moment, zone, style),
-        value=lambda given: value_html(given, zone),
-        zone=zone,
-        **context,
-    )
-    response = HTMLResponse(body, status_code=status_code, headers=headers)
+    body = page_text(request, template, context).encode()
+    response_headers = {**(headers or {}), "Vary": "Accept-Encoding"}
+    if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
+        body = gzip.compress(body, GZIP_LEVEL, mtime=0)
+        response_headers["Content-Encoding"] = "gzip"
+    response = HTMLResponse(body, status_code=status_code, headers=response_headers)
     # Pages show the caller's data: never cached, not framed by another site.
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
@@ -212,4 +287,6 @@ _environment.globals.update(
     percent=percent,
     escape=escape,
     symbols=STATE_SYMBOLS,
+    quarantine_reasons=QUARANTINE_REASONS,
+    risk_reasons=RISK_REASONS,
 )

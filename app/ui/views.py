@@ -7,8 +7,10 @@ calendar read per bench, made a few at a time; runs are found through the reserv
 they ran on (an execution query names a reservation, a bench or a status, and a bench's
 or a status's runs are ordered oldest first, for ever).
 
-Health fields (quarantine, health reports, at-risk bookings, maintenance windows) are
-read with ``getattr``: they are there once the bench-health feature is.
+Bench health (the last health report, a quarantine, maintenance windows, bookings at
+risk) is read from the domain objects as they are; a bench's record (uptime, verdicts,
+the infrastructure-failure rate beside its peers') is ``HealthService.stats``, kept a
+little (``Cache``) since a bench page refreshes on every event of its bench.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
-from app.benches.domain import AdminState, Bench
+from app.benches.domain import AdminState, Bench, BenchHealth, HealthStatus, MaintenanceWindow
 from app.benches.service import BenchService
 from app.executions.domain import Execution, ExecutionStatus, Task, TaskStatus
 from app.executions.service import ExecutionService
-from app.reservations.domain import Reservation, ReservationStatus, Window
+from app.reservations.domain import Reservation, ReservationKind, ReservationStatus, Window
 from app.reservations.service import ReservationService
 from app.store.base import Page
 
@@ -78,46 +80,27 @@ async def _bounded(calls: Iterable[Awaitable[T]]) -> list[T]:
 
 
 def admin_state(bench: Bench, now: datetime) -> str:
-    at = getattr(bench, "admin_state_at", None)
-    state = at(now) if callable(at) else bench.admin_state
-    return str(state.value if isinstance(state, AdminState) else state)
+    """The admin state as users read it: maintenance while a window is under way."""
+    return bench.admin_state_at(now).value
 
 
-def health_of(bench: Bench) -> dict[str, Any] | None:
-    health = getattr(bench, "health", None)
-    if health is None:
-        return None
-    status = getattr(health, "status", None)
-    return {
-        "status": str(getattr(status, "value", status or "")),
-        "message": str(getattr(health, "message", "") or ""),
-        "at": getattr(health, "at", None),
-    }
+def failing(bench: Bench) -> bool:
+    return bench.health is not None and bench.health.status is HealthStatus.FAILING
 
 
-def quarantine_of(bench: Bench) -> dict[str, Any] | None:
-    quarantine = getattr(bench, "quarantine", None)
-    if quarantine is None:
-        return None
-    return {
-        "reason": str(getattr(quarantine, "reason", "")),
-        "by": str(getattr(quarantine, "by", "")),
-        "since": getattr(quarantine, "since", None),
-    }
+def consecutive(health: BenchHealth) -> int:
+    """How many reports in a row said what the last one says."""
+    return health.failures if health.status is HealthStatus.FAILING else health.passes
 
 
-def at_risk_of(reservation: Reservation) -> dict[str, Any] | None:
-    risk = getattr(reservation, "at_risk", None)
-    if not risk:
-        return None
-    if isinstance(risk, dict):
-        return {"reason": str(risk.get("reason", "")), "since": risk.get("since")}
-    return {"reason": str(getattr(risk, "reason", risk)), "since": getattr(risk, "since", None)}
+def current_maintenance(bench: Bench, now: datetime) -> MaintenanceWindow | None:
+    """The maintenance window under way, else the next one listed on the bench."""
+    ahead = sorted((w for w in bench.maintenance if w.end > now), key=lambda w: w.start)
+    return ahead[0] if ahead else None
 
 
-def maintenance_ids(bench: Bench) -> frozenset[str]:
-    windows = getattr(bench, "maintenance", ()) or ()
-    return frozenset(str(getattr(window, "reservation_id", "")) for window in windows)
+def is_maintenance(reservation: Reservation) -> bool:
+    return reservation.kind is ReservationKind.MAINTENANCE
 
 
 async def benches_page(
@@ -233,25 +216,32 @@ async def recent_runs(
 
 
 class Cache:
-    """The overview's 24 h figures, which cost a read per reservation of the last day.
-    They change when a run reaches a verdict, which is when it leaves the open runs: so
-    they are kept as long as the open runs (read on every render anyway) are the same,
-    and a minute at most (runs age out of the 24 h). Every dashboard open refreshes its
-    summary on each run's events; this keeps that to one computation per change."""
+    """Figures that cost many reads, kept while their key (what they depend on, read on
+    every render anyway) stays the same, and ``ttl_s`` at most.
 
-    def __init__(self, ttl_s: float = 60.0) -> None:
+    The overview's 24 h figures cost a read per reservation of the last day: they change
+    when a run reaches a verdict, which is when it leaves the open runs, so their key is
+    the open runs. A bench's record (``HealthService.stats``: its liveness log and 30 days
+    of runs, and its peers') is keyed by the bench's liveness transitions and its recent
+    runs; its peers' figures are as fresh as ``ttl_s``. Every open page refreshes on its
+    events: this keeps that to one computation per change."""
+
+    def __init__(self, ttl_s: float = 60.0, size: int = 1) -> None:
         self._ttl_s = ttl_s
-        self._kept: tuple[str, float, Any] | None = None
+        self._size = size
+        self._kept: dict[str, tuple[float, Any]] = {}
 
     async def get(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
         now = time.monotonic()
-        if self._kept is not None:
-            kept_key, made_at, value = self._kept
-            if kept_key == key and now - made_at < self._ttl_s:
-                kept: T = value
-                return kept
+        found = self._kept.get(key)
+        if found is not None and now - found[0] < self._ttl_s:
+            kept: T = found[1]
+            return kept
         made = await make()
-        self._kept = (key, now, made)
+        self._kept.pop(key, None)
+        self._kept[key] = (now, made)
+        while len(self._kept) > self._size:
+            del self._kept[next(iter(self._kept))]
         return made
 
 
@@ -263,14 +253,17 @@ class Card:
     bench: Bench
     liveness: str
     admin_state: str
-    health: dict[str, Any] | None
-    quarantine: dict[str, Any] | None
     holder: Reservation | None
     next_booking: Reservation | None
     running: Execution | None
     progress: dict[str, Any] | None
-    at_risk: dict[str, Any] | None
+    # The maintenance window under way, else the next one.
+    maintenance: MaintenanceWindow | None = None
     queued: int = 0
+
+    @property
+    def failing(self) -> bool:
+        return failing(self.bench)
 
 
 def card_of(
@@ -281,20 +274,19 @@ def card_of(
     queued: int,
     now: datetime,
 ) -> Card:
-    holder = next((r for r in held if r.status(now) is ReservationStatus.ACTIVE), None)
-    upcoming = [r for r in held if r.start > now]
+    bookings = [r for r in held if not is_maintenance(r)]
+    holder = next((r for r in bookings if r.status(now) is ReservationStatus.ACTIVE), None)
+    upcoming = [r for r in bookings if r.start > now]
     next_booking = min(upcoming, key=lambda r: r.start) if upcoming else None
     return Card(
         bench=bench,
         liveness=bench.liveness(now).value,
         admin_state=admin_state(bench, now),
-        health=health_of(bench),
-        quarantine=quarantine_of(bench),
         holder=holder,
         next_booking=next_booking,
         running=running,
         progress=None if running is None else progress(tasks),
-        at_risk=None if holder is None else at_risk_of(holder),
+        maintenance=current_maintenance(bench, now),
         queued=queued,
     )
 
@@ -349,6 +341,7 @@ class Summary:
     unmonitored: int
     maintenance: int
     quarantined: int
+    failing: int
     active_reservations: int
     queued: int
     running: int
@@ -370,6 +363,7 @@ def summary_of(
         unmonitored=sum(1 for c in card_list if c.liveness == "unmonitored"),
         maintenance=sum(1 for c in card_list if c.admin_state == "maintenance"),
         quarantined=sum(1 for c in card_list if c.admin_state == "quarantined"),
+        failing=sum(1 for c in card_list if c.failing),
         active_reservations=held,
         queued=len(queued),
         running=sum(1 for e in open_ if e.status is ExecutionStatus.RUNNING),
@@ -415,7 +409,6 @@ class Bar:
     clipped_end: bool
     status: str
     mine: bool
-    at_risk: dict[str, Any] | None
     maintenance: bool
 
 
@@ -485,14 +478,12 @@ def ticks(span: Range) -> list[Tick]:
     return found
 
 
-def bars(
-    span: Range, held: Sequence[Reservation], me: str, bench: Bench, now: datetime
-) -> list[Bar]:
-    maintenance = maintenance_ids(bench)
+def bars(span: Range, held: Sequence[Reservation], me: str, now: datetime) -> list[Bar]:
     found: list[Bar] = []
     for reservation in held:
         left = span.left(reservation.start)
         right = span.left(reservation.end)
+        maintenance = is_maintenance(reservation)
         found.append(
             Bar(
                 reservation=reservation,
@@ -501,10 +492,8 @@ def bars(
                 clipped_start=reservation.start < span.start,
                 clipped_end=reservation.end > span.end,
                 status=reservation.status(now).value,
-                mine=reservation.user_id == me,
-                at_risk=at_risk_of(reservation),
-                maintenance=reservation.reservation_id in maintenance
-                or str(getattr(getattr(reservation, "kind", ""), "value", "")) == "maintenance",
+                mine=reservation.user_id == me and not maintenance,
+                maintenance=maintenance,
             )
         )
     return found
@@ -523,7 +512,57 @@ async def timeline_rows(
             bench=bench,
             admin_state=admin_state(bench, now),
             liveness=bench.liveness(now).value,
-            bars=bars(span, held[bench.bench_id], me, bench, now),
+            bars=bars(span, held[bench.bench_id], me, now),
         )
         for bench in benches
     ]
+
+
+# --- a bench's record ----------------------------------------------------------------------
+
+RECORD_PERIODS = (("7d", "7 days"), ("30d", "30 days"))
+RECORD_VERDICTS = ("passed", "failed", "errored", "timed_out", "cancelled")
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    label: str
+    # For each period: the bench's figure, then its peers'.
+    cells: tuple[str, ...]
+
+
+def _share(value: float | None, none: str = "\u2013") -> str:
+    return none if value is None else f"{100 * value:.1f} %"
+
+
+def record_rows(stats: dict[str, Any]) -> list[RecordRow]:
+    """``HealthService.stats`` as a table: uptime, finished runs by verdict and the
+    infrastructure-failure rate, for each period, the bench's beside its peers'."""
+    columns: list[dict[str, Any]] = []
+    for period, _ in RECORD_PERIODS:
+        columns += [stats["periods"][period], stats["peers"]["periods"][period]]
+    rows = [
+        RecordRow("Uptime", tuple(_share(c["uptime"], "not monitored") for c in columns)),
+        RecordRow("Runs finished", tuple(str(c["finished"]) for c in columns)),
+    ]
+    rows += [
+        RecordRow(
+            f"\u2003{verdict.replace('_', ' ')}",
+            tuple(str(c["executions"].get(verdict, 0)) for c in columns),
+        )
+        for verdict in RECORD_VERDICTS
+    ]
+    rows.append(
+        RecordRow(
+            "Infrastructure-failure rate",
+            tuple(_share(c["infrastructure_failure_rate"]) for c in columns),
+        )
+    )
+    return rows
+
+
+def record_key(bench: Bench, runs: Iterable[Execution]) -> str:
+    """What a bench's record depends on that the bench page reads anyway: its liveness
+    transitions, its run of infrastructure failures and its recent runs' states."""
+    states = " ".join(sorted(f"{e.execution_id}:{e.status.value}" for e in runs))
+    return f"{bench.bench_id} {bench.liveness_changes} {bench.infra_failures} {states}"

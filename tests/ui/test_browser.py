@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Chromium, driven by Playwright) against a live server
 with real data: sign in, live liveness, booking from the timeline, a 409, cancelling, a
-run going to `passed`, CSRF, signing out. Each page's screenshot is left in
-var/screenshots/.
+run going to `passed`, a failing bench quarantined and its bookings moving (by
+themselves, or by their holder's hand), an admin clearing the quarantine, CSRF, signing
+out. Each page's screenshot is left in var/screenshots/.
 
 One server and one browser for the whole session (a context of its own per test, so no
 test leans on another's session); nothing sleeps: Playwright's expectations wait.
@@ -52,6 +53,19 @@ def local_input(moment: datetime) -> str:
 def live(page: Page) -> None:
     """The page's event stream is open: changes from now on reach it."""
     expect(page.locator("#live")).to_have_attribute("data-state", "on", timeout=LIVE_S)
+
+
+def report(api: httpx.Client, bench_id: str, health: str, message: str) -> None:
+    """A heartbeat carrying a health report, as the bench's agent sends it (as an admin)."""
+    answer = api.post(
+        f"/v1/benches/{bench_id}/heartbeats",
+        json={
+            "agent_version": "1.0.0",
+            "details": {"health": health, "health_message": message},
+        },
+        headers=ADMIN,
+    )
+    assert answer.status_code == 200, answer.text
 
 
 def errors_of(page: Page) -> list[str]:
@@ -257,6 +271,152 @@ def test_every_page_for_a_person_at_desk_and_phone_width(
     finally:
         small.close()
     assert errors == []
+
+
+def test_a_failing_bench_is_quarantined_its_bookings_move_and_an_admin_clears_it(
+    context: BrowserContext, live_server: ApiServer, api: httpx.Client
+) -> None:
+    # Two equivalent benches, online and healthy, with a capability of their own.
+    for bench_id in ("hq-1", "hq-2"):
+        made = api.post(
+            "/v1/benches",
+            json={
+                "bench_id": bench_id,
+                "name": f"Health rig {bench_id[-1]}",
+                "type": "hil",
+                "capabilities": ["health-lab"],
+            },
+            headers=ADMIN,
+        )
+        assert made.status_code == 201, made.text
+        report(api, bench_id, "ok", "all good")
+    now = datetime.now(UTC).replace(microsecond=0)
+    by_capability = api.post(
+        "/v1/reservations",
+        json={
+            "capabilities": ["health-lab"],
+            "start": instant(now + timedelta(hours=1)),
+            "end": instant(now + timedelta(hours=2)),
+            "purpose": "by capability",
+        },
+        headers=ALICE,
+    )
+    assert by_capability.status_code == 201, by_capability.text
+    # The bench it landed on is the one to fail; its bench-mate is the spare.
+    bad = by_capability.json()["bench_id"]
+    good = "hq-2" if bad == "hq-1" else "hq-1"
+    by_bench = api.post(
+        "/v1/reservations",
+        json={
+            "bench_id": bad,
+            "start": instant(now + timedelta(hours=3)),
+            "end": instant(now + timedelta(hours=4)),
+            "purpose": "by bench",
+        },
+        headers=ALICE,
+    )
+    assert by_bench.status_code == 201, by_bench.text
+    overview = signed_in_page(context, live_server.url, "alice-token")
+    timeline = context.new_page()
+    errors = {"overview": errors_of(overview), "timeline": errors_of(timeline)}
+    timeline.goto(f"{live_server.url}/ui/timeline")
+    moving = timeline.locator("a.bar", has_text="by capability")
+    staying = timeline.locator("a.bar", has_text="by bench")
+    expect(timeline.locator(f"#row-{bad} a.bar", has_text="by capability")).to_have_count(1)
+    expect(overview.locator(f"#card-{bad}")).to_have_attribute("data-admin-state", "active")
+    for page in (overview, timeline):
+        live(page)
+        page.evaluate("window.notReloaded = true")
+
+    for _ in range(3):
+        report(api, bad, "failing", "probe: CAN bus timeout on can0")
+
+    card = overview.locator(f"#card-{bad}")
+    expect(card).to_have_attribute("data-admin-state", "quarantined", timeout=LIVE_S)
+    expect(card.locator('[data-alert="quarantined"]')).to_contain_text("Quarantined")
+    expect(card.locator('[data-alert="health"]')).to_contain_text("CAN bus timeout")
+    # The booking by capability moved to the spare: its bar changed rows, live.
+    expect(timeline.locator(f"#row-{good} a.bar", has_text="by capability")).to_have_count(
+        1, timeout=LIVE_S
+    )
+    expect(moving).to_have_count(1)
+    # The one booked by bench stays, marked, with the reason in its title.
+    expect(staying).to_have_class(re.compile(r"\bat-risk\b"), timeout=LIVE_S)
+    expect(staying).to_have_attribute(
+        "title", re.compile("at risk: the bench is quarantined"), timeout=LIVE_S
+    )
+    expect(timeline.locator(f"#row-{bad} .t-states")).to_contain_text("quarantined")
+    for page in (overview, timeline):
+        assert page.evaluate("window.notReloaded") is True
+    screenshot(timeline, "timeline-at-risk")
+    expect(overview.locator('[data-figure="maintenance"]')).to_have_text(
+        re.compile(r"/ [1-9]"), timeout=LIVE_S
+    )
+    screenshot(overview, "overview-quarantined")
+
+    # Its holder moves it by hand: the details list the spare.
+    staying.click()
+    details = timeline.locator("#details-dialog")
+    expect(details.locator("[data-at-risk]")).to_contain_text("quarantined")
+    alternative = details.locator(f'[data-alternative="{good}"]')
+    expect(alternative).to_be_visible()
+    screenshot(timeline, "reservation-alternatives")
+    alternative.get_by_role("button", name="Move here").click()
+    expect(details.locator(".reservation h2")).to_contain_text(good)
+    expect(details.locator("[data-at-risk]")).to_have_count(0)
+    expect(timeline.locator(f"#row-{good} a.bar", has_text="by bench")).to_have_count(1)
+    expect(timeline.locator(f"#row-{bad} a.bar")).to_have_count(0)
+    details.locator("[data-close]").click()
+
+    # An admin reads the bench's health and clears the quarantine.
+    browser = context.browser
+    assert browser is not None
+    admin_context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, timezone_id=ZONE, locale="en-GB"
+    )
+    admin_context.set_default_timeout(10_000)
+    try:
+        admin = signed_in_page(admin_context, live_server.url, "admin-token")
+        errors["bench"] = errors_of(admin)
+        admin.goto(f"{live_server.url}/ui/benches/{bad}")
+        health = admin.locator("#health")
+        expect(health.locator(".health-message")).to_have_text("probe: CAN bus timeout on can0")
+        expect(health).to_contain_text("3 failing reports in a row")
+        expect(health.locator("#quarantine")).to_contain_text("health-monitor")
+        expect(health.locator("#record")).to_contain_text("Uptime")
+        live(admin)
+        form = health.locator("form.maintenance-form")
+        form.locator('input[name="reason"]').fill("swap the CAN transceiver")
+        form.get_by_role("button", name="Dry run").click()
+        expect(form.locator(".form-result")).to_contain_text("Dry run: nothing changed.")
+        screenshot(admin, "bench-health")
+        admin.once("dialog", lambda question: question.accept())
+        health.get_by_role("button", name="Clear quarantine").click()
+        expect(admin.locator("#admin-state")).to_contain_text("active", timeout=LIVE_S)
+        expect(admin.locator("#quarantine")).to_have_count(0)
+        # What was typed in the maintenance form is kept across the refresh.
+        expect(admin.locator('form.maintenance-form input[name="reason"]')).to_have_value(
+            "swap the CAN transceiver"
+        )
+        bench = api.get(f"/v1/benches/{bad}", headers=ADMIN).json()
+        assert bench["admin_state"] == "active"
+        # And books it for maintenance: every viewer's timeline shows the window.
+        admin.once("dialog", lambda question: question.accept())
+        form.get_by_role("button", name="Schedule").click()
+        expect(form.locator(".form-result")).to_contain_text("Scheduled.")
+        expect(admin.locator("#maintenance-windows")).to_contain_text("swap the CAN transceiver")
+        screenshot(admin, "bench-health-cleared")
+    finally:
+        admin_context.close()
+    window = timeline.locator(f"#row-{bad} a.bar.maint")
+    expect(window).to_contain_text("maintenance: swap the CAN transceiver", timeout=LIVE_S)
+    expect(window).to_have_attribute("title", re.compile("^Maintenance: swap the CAN"))
+    screenshot(timeline, "timeline-maintenance")
+    expect(overview.locator(f"#card-{bad}")).to_have_attribute(
+        "data-admin-state", "active", timeout=LIVE_S
+    )
+    expect(overview.locator(f"#card-{bad}")).to_contain_text("swap the CAN transceiver")
+    assert errors == {"overview": [], "timeline": [], "bench": []}
 
 
 def test_a_change_without_the_csrf_token_is_refused(

@@ -4,6 +4,7 @@ that the authorisation rules of the API apply unchanged."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from app.clock import ManualClock
+from app.ui.templating import accepts_gzip
 from tests.conftest import ADMIN, AGENT1, ALICE, BOB, CI, START
 from tests.ui.conftest import csrf_of, sign_in
 
@@ -297,3 +299,285 @@ async def test_the_events_of_the_session(web: httpx.AsyncClient) -> None:
 async def test_the_dashboard_is_not_in_the_openapi_document(web: httpx.AsyncClient) -> None:
     spec = (await web.get("/openapi.json")).json()
     assert not [path for path in spec["paths"] if path.startswith("/ui")]
+
+
+# --- bench health --------------------------------------------------------------------------
+
+IMG = "<img src=x onerror=alert(1)>"
+SCRIPT_JSON = {"Accept": "application/json"}
+
+
+async def beat(http: httpx.AsyncClient, bench_id: str, health: str, message: str = "") -> None:
+    details = {"health": health, "health_message": message}
+    answer = await http.post(
+        f"/v1/benches/{bench_id}/heartbeats",
+        json={"agent_version": "1", "details": details},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+async def quarantined_lab(http: httpx.AsyncClient) -> dict[str, str]:
+    """``lab()``, and rig-3 (online, healthy, with rig-1's capability); alice books rig-1
+    by id in four hours; then rig-1's agent fails its health check three times with a
+    message like markup: rig-1 is quarantined, and her bookings on it are at risk."""
+    ids = await lab(http)
+    made = await http.post(
+        "/v1/benches",
+        json={"bench_id": "rig-3", "name": "HIL rig 3", "type": "hil", "capabilities": ["can"]},
+        headers=ADMIN,
+    )
+    assert made.status_code == 201, made.text
+    await beat(http, "rig-3", "ok")
+    soon = await http.post(
+        "/v1/reservations",
+        json={"bench_id": "rig-1", "start": at(4), "end": at(5), "purpose": "soon"},
+        headers=ALICE,
+    )
+    assert soon.status_code == 201, soon.text
+    for _ in range(3):
+        await beat(http, "rig-1", "failing", IMG)
+    bench = (await http.get("/v1/benches/rig-1", headers=ADMIN)).json()
+    assert bench["admin_state"] == "quarantined", bench
+    return {**ids, "soon": soon.json()["reservation_id"]}
+
+
+async def test_the_bench_page_shows_health_and_escapes_the_health_message(
+    web: httpx.AsyncClient,
+) -> None:
+    await quarantined_lab(web)
+    await sign_in(web, "alice-token")
+    escaped = "&lt;img src=x onerror=alert(1)&gt;"
+    for path in ("/ui/benches/rig-1", "/ui", "/ui/fragments/card/rig-1"):
+        html = (await web.get(path)).text
+        assert IMG not in html, path
+        assert escaped in html, path
+    page = (await web.get("/ui/benches/rig-1")).text
+    assert "3 failing reports in a row" in page
+    assert "Quarantined</b> since" in page
+    assert "health-monitor" in page
+    assert "consecutive failures" in page  # the evidence
+    assert 'id="record"' in page and "Infrastructure-failure rate" in page
+    assert "2 other hil benches" in page  # the peers
+    # Admins only: the forms are not there for alice.
+    assert "Clear quarantine" not in page
+    assert "Schedule maintenance" not in page
+    card = (await web.get("/ui/fragments/card/rig-1")).text
+    assert 'data-admin-state="quarantined"' in card
+    assert "Quarantined</b>" in card and "Health check failing</b>" in card
+    await sign_in(web, "admin-token")
+    admin_page = (await web.get("/ui/benches/rig-1")).text
+    assert "Clear quarantine" in admin_page
+    assert "Schedule maintenance" in admin_page
+
+
+async def test_clearing_a_quarantine_needs_the_csrf_token_an_admin_and_the_version(
+    web: httpx.AsyncClient,
+) -> None:
+    await quarantined_lab(web)
+    version = str((await web.get("/v1/benches/rig-1", headers=ADMIN)).json()["version"])
+    path = "/ui/benches/rig-1/clear-quarantine"
+    csrf = await sign_in(web, "alice-token")
+    no_token = await web.post(path, data={"version": version}, headers=SCRIPT_JSON)
+    assert no_token.status_code == 403
+    assert "CSRF" in no_token.json()["detail"]
+    not_admin = await web.post(path, data={"csrf": csrf, "version": version}, headers=SCRIPT_JSON)
+    assert not_admin.status_code == 403
+    assert "role 'user' may not do this" in not_admin.json()["detail"]
+    csrf = await sign_in(web, "admin-token")
+    assert (await web.post(path, data={"version": version})).status_code == 403
+    stale = await web.post(path, data={"csrf": csrf, "version": str(int(version) - 1)})
+    assert stale.status_code == 412, stale.text[:300]
+    assert (await web.get("/v1/benches/rig-1", headers=ADMIN)).json()["admin_state"] == (
+        "quarantined"
+    )
+    cleared = await web.post(path, data={"csrf": csrf, "version": version})
+    assert cleared.status_code == 303
+    assert cleared.headers["location"] == "/ui/benches/rig-1"
+    bench = (await web.get("/v1/benches/rig-1", headers=ADMIN)).json()
+    assert bench["admin_state"] == "active"
+    again = await web.post(path, data={"csrf": csrf, "version": str(bench["version"])})
+    assert again.status_code == 409
+    assert "not quarantined" in again.text
+
+
+async def test_scheduling_maintenance_needs_the_csrf_token_and_an_admin_and_a_dry_run_changes_nothing(  # noqa: E501
+    web: httpx.AsyncClient,
+) -> None:
+    ids = await lab(web)
+    await beat(web, "rig-1", "ok")
+    path = "/ui/benches/rig-2/maintenance"
+    # Over bob's booking on rig-2 (at 24-26 h): rig-1 has its capability and is free.
+    window = {"start": at(23), "end": at(27), "reason": "firmware <b>update</b>", "tz": "UTC"}
+    csrf = await sign_in(web, "alice-token")
+    assert (await web.post(path, data=window, headers=SCRIPT_JSON)).status_code == 403
+    not_admin = await web.post(path, data={**window, "csrf": csrf}, headers=SCRIPT_JSON)
+    assert not_admin.status_code == 403
+    assert "role 'user' may not do this" in not_admin.json()["detail"]
+    csrf = await sign_in(web, "admin-token")
+    assert (await web.post(path, data={**window, "dry_run": "true"})).status_code == 403
+
+    dry = await web.post(
+        path, data={**window, "csrf": csrf, "dry_run": "true"}, headers=SCRIPT_JSON
+    )
+    assert dry.status_code == 200, dry.text
+    answer = dry.json()
+    assert answer["dry_run"] is True
+    assert "1 booking moved, 0 cancelled" in answer["message"]
+    assert "Dry run: nothing changed." in answer["plan_html"]
+    assert "moved to" in answer["plan_html"] and "rig-1" in answer["plan_html"]
+    assert "firmware &lt;b&gt;update&lt;/b&gt;" in answer["plan_html"]
+    later = (await web.get(f"/v1/reservations/{ids['later']}", headers=BOB)).json()
+    assert later["bench_id"] == "rig-2"  # nothing moved
+    # Without script, a dry run is the bench page with the plan in its form.
+    plain = await web.post(path, data={**window, "csrf": csrf, "dry_run": "true"})
+    assert plain.status_code == 200
+    assert "Dry run: nothing changed." in plain.text
+    assert "Schedule maintenance" in plain.text
+    assert (await web.get(f"/v1/reservations/{ids['later']}", headers=BOB)).json()[
+        "bench_id"
+    ] == "rig-2"
+
+    done = await web.post(
+        path, data={**window, "csrf": csrf, "dry_run": "false"}, headers=SCRIPT_JSON
+    )
+    assert done.status_code == 201, done.text
+    assert "maintenance scheduled: 1 booking moved" in done.json()["message"]
+    moved = (await web.get(f"/v1/reservations/{ids['later']}", headers=BOB)).json()
+    assert moved["bench_id"] == "rig-1"
+    # Everybody sees the window on the timeline: a hatched bar with its reason.
+    await sign_in(web, "bob-token")
+    timeline = (await web.get(f"/ui/timeline?from={at(22)}")).text
+    row = timeline[timeline.index('id="row-rig-2"') :]
+    row = row[: row.find('class="t-row', 1)]
+    assert 'class="bar maint' in row
+    assert '<span class="sr">maintenance:</span> firmware &lt;b&gt;update&lt;/b&gt;' in row
+    bench = (await web.get("/ui/benches/rig-2")).text
+    assert "⚒ firmware &lt;b&gt;update&lt;/b&gt;" in bench
+    # Overlapping another window: the service's 409, as a page.
+    csrf = await sign_in(web, "admin-token")
+    overlap = await web.post(path, data={**window, "csrf": csrf})
+    assert overlap.status_code == 409
+    assert "a maintenance window overlaps" in overlap.text
+
+
+async def test_an_at_risk_booking_offers_its_holder_the_alternatives_and_moves(
+    web: httpx.AsyncClient,
+) -> None:
+    ids = await quarantined_lab(web)
+    soon = ids["soon"]
+    csrf = await sign_in(web, "alice-token")
+    timeline = (await web.get("/ui/timeline")).text
+    bar = re.search(
+        rf'<a class="([^"]*)" href="/ui/reservations/{soon}"[^>]*title="([^"]*)"', timeline
+    )
+    assert bar, "no bar for the booking"
+    assert "at-risk" in bar.group(1).split()
+    assert "at risk: the bench is quarantined" in bar.group(2)
+    details = (await web.get(f"/ui/reservations/{soon}?fragment=true")).text
+    assert 'data-at-risk="quarantined"' in details
+    assert 'data-alternative="rig-3"' in details and "Move here" in details
+    assert 'data-alternative="rig-2"' not in details  # never heartbeated: not online
+    path = f"/ui/reservations/{soon}/swap"
+    no_token = await web.post(path, data={"bench_id": "rig-3"}, headers=SCRIPT_JSON)
+    assert no_token.status_code == 403
+    assert "CSRF" in no_token.json()["detail"]
+    # Not bob's to move: no alternatives for him, and the API's 403.
+    bob_csrf = await sign_in(web, "bob-token")
+    assert "Move here" not in (await web.get(f"/ui/reservations/{soon}?fragment=true")).text
+    refused = await web.post(
+        path, data={"csrf": bob_csrf, "bench_id": "rig-3"}, headers=SCRIPT_JSON
+    )
+    assert refused.status_code == 403
+    assert "only the owner of a reservation or an admin" in refused.json()["detail"]
+    # Alice moves it: on rig-3, at risk no more.
+    csrf = await sign_in(web, "alice-token")
+    unknown = await web.post(path, data={"csrf": csrf, "bench_id": "rig-9"}, headers=SCRIPT_JSON)
+    assert unknown.status_code == 404
+    assert "bench 'rig-9' does not exist" in unknown.json()["detail"]
+    moved = await web.post(path, data={"csrf": csrf, "bench_id": "rig-3"}, headers=SCRIPT_JSON)
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["message"] == "moved to rig-3"
+    state = (await web.get(f"/v1/reservations/{soon}", headers=ALICE)).json()
+    assert state["bench_id"] == "rig-3"
+    assert state["at_risk"] is None
+    after = (await web.get(f"/ui/reservations/{soon}?fragment=true")).text
+    assert "Move here" not in after
+    assert "data-at-risk" not in after
+
+
+HEALTH_EVENTS = [
+    "bench.quarantined",
+    "reservation.at_risk",
+    "reservation.recovered",
+    "reservation.swapped",
+    "reservation.displaced",
+]
+
+
+async def test_the_live_pages_follow_the_health_events(web: httpx.AsyncClient) -> None:
+    """Each page's stream asks for them, the script listens to them, and the parts of the
+    page that show benches and reservations refresh on them."""
+    ids = await lab(web)
+    await sign_in(web, "alice-token")
+    for path in (
+        "/ui",
+        "/ui/timeline",
+        "/ui/benches/rig-1",
+        f"/ui/reservations/{ids['now']}",
+        "/ui/mine",
+    ):
+        html = (await web.get(path)).text
+        body = re.search(
+            r'<body data-page="[^"]*" data-live="([^"]*)" data-event-types="([^"]*)"', html
+        )
+        assert body, path
+        live, listened = body.group(1).split(), body.group(2).split()
+        fragments = [m.split() for m in re.findall(r'data-on="([^"]*)"', html)]
+        for event_type in HEALTH_EVENTS:
+            if path.endswith(("/mine", ids["now"])) and event_type.startswith("bench."):
+                continue
+            assert event_type in listened, (path, event_type)
+            assert any(fnmatch.fnmatchcase(event_type, glob) for glob in live), (path, event_type)
+            assert any(
+                any(fnmatch.fnmatchcase(event_type, glob) for glob in on) for on in fragments
+            ), (path, event_type)
+
+
+async def test_pages_are_gzipped_for_browsers_that_accept_it_and_the_api_is_not(
+    web: httpx.AsyncClient,
+) -> None:
+    await lab(web)
+    await sign_in(web, "alice-token")
+    zipped = await web.get("/ui/timeline?view=week", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert "Accept-Encoding" in zipped.headers["vary"]
+    assert int(zipped.headers["content-length"]) < len(zipped.content)
+    assert "Timeline" in zipped.text
+    for refused in ("identity", "gzip;q=0, deflate", "br"):
+        plain = await web.get("/ui/timeline?view=week", headers={"Accept-Encoding": refused})
+        assert "content-encoding" not in plain.headers, refused
+        assert plain.text == zipped.text.replace(csrf_of(zipped.text), csrf_of(plain.text))
+    api = await web.get("/v1/benches", headers={**ALICE, "Accept-Encoding": "gzip"})
+    assert api.status_code == 200
+    assert "content-encoding" not in api.headers
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("gzip, deflate, br", True),
+        ("deflate, gzip;q=0.5", True),
+        ("GZIP", True),
+        ("gzip;q=0", False),
+        ("*", True),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),
+        ("br, *;q=0.1", True),
+        ("identity", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_accept_encoding(header: str | None, expected: bool) -> None:
+    assert accepts_gzip(header) is expected

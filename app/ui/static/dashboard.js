@@ -104,6 +104,11 @@
       setTimeout(function () { schedule(element); }, 2000);
       return;
     }
+    // A form marked data-keep (what the user typed, and what it answered) stays as it is.
+    element.querySelectorAll("[data-keep][id]").forEach(function (kept) {
+      const twin = fresh.querySelector("#" + CSS.escape(kept.id));
+      if (twin) twin.replaceWith(kept);
+    });
     element.replaceWith(fresh);
     formatTimes(fresh);
     fresh.dispatchEvent(new CustomEvent("refreshed", { bubbles: true }));
@@ -124,11 +129,27 @@
     return pattern === type;
   }
 
+  function reservationUrl(id) {
+    return "/ui/reservations/" + encodeURIComponent(id);
+  }
+
+  // Whether the element shows this reservation: a bar or a link of it, or its id listed.
+  function shows(element, id) {
+    if (!id) return false;
+    if ((element.dataset.reservations || "").split(/\s+/).includes(id)) return true;
+    return !!element.querySelector('a[href="' + CSS.escape(reservationUrl(id)) + '"]');
+  }
+
   function concerns(element, event) {
     const patterns = (element.dataset.on || "").split(/\s+/).filter(Boolean);
     if (!patterns.some(function (p) { return globMatches(p, event.type); })) return false;
     const bench = element.dataset.bench;
-    if (bench && event.bench_id !== bench) return false;
+    if (bench && event.bench_id !== bench) {
+      // A reservation that left this bench (swapped, moved) concerns it as well.
+      const data = event.data || {};
+      const reservation = event.entity && event.entity.type === "reservation" ? event.entity.id : null;
+      if (data.from_bench_id !== bench && !shows(element, reservation)) return false;
+    }
     const match = element.dataset.match;
     if (match) {
       const data = event.data || {};
@@ -201,8 +222,10 @@
       "T" + pad(moment.getHours()) + ":" + pad(moment.getMinutes());
   }
 
-  async function submit(form) {
+  async function submit(form, submitter) {
     const body = new URLSearchParams(new FormData(form));
+    // The button pressed says what to do (a dry run, or the real thing).
+    if (submitter && submitter.name) body.set(submitter.name, submitter.value);
     form.querySelectorAll('input[type="datetime-local"]').forEach(function (input) {
       body.set(input.name, localToIso(input.value));
     });
@@ -231,16 +254,29 @@
       return;
     }
     toast(answer.message || "done");
+    const result = form.querySelector(".form-result");
+    if (result && typeof answer.plan_html === "string") {
+      result.innerHTML = answer.plan_html;
+      formatTimes(result);
+    }
+    if (answer.dry_run) return;  // nothing changed
     const dialog = form.closest("dialog");
     const reservation = answer.reservation;
     if (form.hasAttribute("data-book-form")) {
       dialog && dialog.close();
     }
-    // What the change touched refreshes now, without waiting for its event.
+    // What the change touched refreshes now, without waiting for its event: the bench
+    // it is on, and whatever showed it (a bar on the bench it left).
     const affected = [];
     if (reservation) {
       document.querySelectorAll('[data-bench="' + CSS.escape(reservation.bench_id) + '"][data-refresh]').forEach(function (e) { affected.push(e); });
       document.querySelectorAll('[data-match="' + CSS.escape(reservation.reservation_id) + '"][data-refresh]').forEach(function (e) { affected.push(e); });
+      document.querySelectorAll("[data-bench][data-refresh]").forEach(function (e) {
+        if (shows(e, reservation.reservation_id)) affected.push(e);
+      });
+    }
+    if (answer.bench_id) {
+      document.querySelectorAll('[data-bench="' + CSS.escape(answer.bench_id) + '"][data-refresh]').forEach(function (e) { affected.push(e); });
     }
     const container = form.closest("[data-refresh]");
     if (container) affected.push(container);
@@ -252,10 +288,11 @@
     const form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
     if (form.hasAttribute("data-ajax")) {
-      const question = form.dataset.confirm;
+      const submitter = event.submitter || null;
+      const question = (submitter && submitter.dataset.confirm) || form.dataset.confirm;
       event.preventDefault();
       if (question && !window.confirm(question)) return;
-      submit(form);
+      submit(form, submitter);
     }
   });
 
@@ -309,10 +346,11 @@
       if (dialog) dialog.close();
       return;
     }
-    const bar = target.closest("a.bar[data-reservation]");
+    // A bar's reservation id is the last part of its link.
+    const bar = target.closest("a.bar[href]");
     if (bar && !event.ctrlKey && !event.metaKey && !event.shiftKey) {
       event.preventDefault();
-      openDetails(bar.dataset.reservation);
+      openDetails(decodeURIComponent(bar.getAttribute("href").split("/").pop()));
       return;
     }
     const book = target.closest("a[data-book]");
