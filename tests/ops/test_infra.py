@@ -327,7 +327,7 @@ def test_cfn_lint_passes() -> None:
 TRACED_SUITES = (
     "tests/api/test_round_trips.py",  # every API request kind, once each
     "tests/contract/test_history_retention.py",
-    "tests/contract/test_event_log.py",  # the event log and announcing milestones
+    "tests/contract/test_event_log.py::test_announcing_is_once_whoever_races",  # milestones
     "tests/contract/test_webhook_store.py",  # subscriptions, deliveries, the relay
     "tests/contract/test_scheduling_store.py",  # quotas, ledgers, the scheduler's reads
     "tests/contract/dynamodb",

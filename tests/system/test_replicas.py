@@ -18,7 +18,7 @@ from tests.conftest import ADMIN, auth
 # session fixtures, started once per worker that needs them. Together they are slow.
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.xdist_group("replicas")]
 
-ROUNDS = 5
+ROUNDS = 3
 RACERS = 50
 
 
@@ -81,7 +81,7 @@ async def test_a_cursor_from_one_replica_works_on_the_other(api_replicas: list[s
         ]
 
 
-BOOKING_ROUNDS = 20
+BOOKING_ROUNDS = 10
 
 
 async def test_racing_bookings_across_two_processes_never_double_book(
