@@ -22,6 +22,7 @@ from app.health.schemas import (
     SwapIn,
 )
 from app.http.etag import OptionalIfMatchDep
+from app.http.idempotency import IdempotencyKeyDep
 from app.http.query_params import KnownQueryRoute
 from app.http.responses import resource_response
 from app.reservations.auth import Holder, Reader
@@ -67,21 +68,24 @@ async def schedule_bench_maintenance(
     body: MaintenanceIn,
     health: HealthServiceDep,
     actor: ActorDep,
-    _: BenchAdmin,
+    principal: BenchAdmin,
+    idempotency: IdempotencyKeyDep,
 ) -> JSONResponse:
     """Book the bench for maintenance (admins). The bookings in the way move to an
     equivalent bench when one is free (`reservation.swapped`), else are cancelled with
     reason `maintenance` (`reservation.displaced`); the bench reads `admin_state:
     maintenance` during the window. `dry_run: true` lists what it would do, and does
-    nothing."""
+    nothing. Retry-safe with Idempotency-Key (the ETag and Location are the window's
+    reservation's)."""
     window = Window(body.start.astimezone(UTC), body.end.astimezone(UTC))
-    plan = await health.maintenance(bench_id, window, body.reason, body.dry_run, actor)
+    claim = None if body.dry_run else idempotency.claim(principal, "schedule_maintenance", body)
+    plan = await health.maintenance(bench_id, window, body.reason, body.dry_run, actor, claim)
     out = MaintenanceOut.of(plan, body.dry_run, health.now())
-    if body.dry_run or plan.bench is None:
+    if body.dry_run or plan.reservation is None:
         return JSONResponse(out.model_dump(mode="json"))
     return resource_response(
         out,
-        plan.bench.version,
+        plan.reservation.version,
         status_code=201,
         location=f"/v1/reservations/{plan.window.reservation_id}",
     )

@@ -53,6 +53,7 @@ from app.history.domain import HistoryEntry
 from app.identity import Actor, Principal, Role
 from app.ids import sortable_uuid
 from app.kit.concurrency import change_versioned
+from app.kit.idempotency import IdempotencyClaim, create_once
 from app.reservations.domain import (
     CLOCK_SKEW,
     LONGEST_WINDOW,
@@ -71,6 +72,7 @@ from app.store.base import (
     BenchNotBookable,
     BenchQuery,
     ExecutionQuery,
+    IdempotencyRecord,
     ItemNotFound,
     ReservationQuery,
     Store,
@@ -115,6 +117,7 @@ class MaintenancePlan:
     window: MaintenanceWindow
     displaced: list[Displacement]
     bench: Bench | None = None  # after the real run
+    reservation: Reservation | None = None  # the one holding the window (real run)
 
 
 def _monitor(request: str) -> Actor:
@@ -366,11 +369,53 @@ class HealthService:
     # --- maintenance ---------------------------------------------------------------------
 
     async def maintenance(
-        self, bench_id: str, window: Window, reason: str, dry_run: bool, actor: Actor
+        self,
+        bench_id: str,
+        window: Window,
+        reason: str,
+        dry_run: bool,
+        actor: Actor,
+        claim: IdempotencyClaim | None = None,
     ) -> MaintenancePlan:
         """Book the bench for maintenance. The bookings in the way move to an equivalent
         bench, or are cancelled (``reservation.displaced``) when none is free; a dry run
-        says which would, and changes nothing."""
+        says which would, and changes nothing. A retry with the Idempotency-Key of a
+        real run answers the window it made (what it displaced was said the first time)."""
+        if dry_run or claim is None:
+            return await self._maintenance(bench_id, window, reason, dry_run, actor, None)
+        made: list[MaintenancePlan] = []
+
+        async def create(record: IdempotencyRecord | None) -> Reservation:
+            plan = await self._maintenance(bench_id, window, reason, False, actor, record)
+            made.append(plan)
+            blocker = await self._store.reservations.get(plan.window.reservation_id)
+            assert blocker is not None
+            return blocker
+
+        blocker, replayed = await create_once(
+            claim,
+            resource_id=sortable_uuid(self._clock.now()),
+            now=self._clock.now(),
+            lookup=self._store.idempotency.get,
+            create=create,
+            load=self._store.reservations.get,
+        )
+        if not replayed:
+            return made[0]
+        listed = MaintenanceWindow(
+            blocker.reservation_id, blocker.start, blocker.end, blocker.purpose
+        )
+        return MaintenancePlan(listed, [], await self._benches.get(blocker.bench_id), blocker)
+
+    async def _maintenance(
+        self,
+        bench_id: str,
+        window: Window,
+        reason: str,
+        dry_run: bool,
+        actor: Actor,
+        record: IdempotencyRecord | None,
+    ) -> MaintenancePlan:
         now = self._clock.now()
         if window.end <= window.start:
             raise InvalidInput("end must be after start")
@@ -381,7 +426,7 @@ class HealthService:
         bench = await self._benches.get(bench_id)
         if bench.admin_state is AdminState.RETIRED:
             raise Conflict(f"bench {bench_id!r} is retired")
-        blocker_id = sortable_uuid(now)
+        blocker_id = sortable_uuid(now) if record is None else record.resource_id
         planned = MaintenanceWindow(blocker_id, window.start, window.end, reason)
         for _ in range(3):
             in_way = await self._in_the_way(bench, window)
@@ -404,7 +449,7 @@ class HealthService:
             )
             try:
                 await self._store.reservations.create(
-                    blocker, AUDIT.entry(blocker, actor, "created", None)
+                    blocker, AUDIT.entry(blocker, actor, "created", None), record
                 )
             except WindowTaken:
                 continue  # a booking came in meanwhile: move it too
@@ -413,7 +458,7 @@ class HealthService:
                     refused
                 )
             listed = await self._benches.schedule_maintenance(bench_id, planned, actor)
-            return MaintenancePlan(planned, done, listed)
+            return MaintenancePlan(planned, done, listed, blocker)
         raise Conflict("the bench is being booked too fast to schedule maintenance; retry")
 
     async def _in_the_way(self, bench: Bench, window: Window) -> list[Reservation]:

@@ -513,13 +513,29 @@ async def test_a_cancelled_maintenance_window_frees_the_bench(
     scheduled = await client.post("/v1/benches/rig-1/maintenance", json=body, headers=ADMIN)
     assert scheduled.status_code == 201, scheduled.text
     assert scheduled.headers["location"] == f"/v1/reservations/{scheduled.json()['reservation_id']}"
+    assert scheduled.headers["etag"] == '"1"'  # the window's reservation's
+    again = await client.post(
+        "/v1/benches/rig-1/maintenance",
+        json={**body, "start": AT.format("11:00"), "end": AT.format("12:00")},
+        headers={**ADMIN, "Idempotency-Key": "maint-1"},
+    )
+    assert again.status_code == 201, again.text
+    replay = await client.post(
+        "/v1/benches/rig-1/maintenance",
+        json={**body, "start": AT.format("11:00"), "end": AT.format("12:00")},
+        headers={**ADMIN, "Idempotency-Key": "maint-1"},
+    )
+    assert replay.status_code == 201, replay.text
+    assert replay.json()["reservation_id"] == again.json()["reservation_id"]
+    assert len((await bench(client, "rig-1"))["maintenance"]) == 2  # not three
     url = f"/v1/reservations/{scheduled.json()['reservation_id']}"
     moved = await client.patch(
         url, json={"end": AT.format("11:00")}, headers={**ADMIN, "If-Match": '"1"'}
     )
     assert moved.status_code == 409, moved.text
     assert (await client.post(f"{url}/cancel", headers=ADMIN)).status_code == 200
-    assert (await bench(client, "rig-1"))["maintenance"] == []
+    [left] = (await bench(client, "rig-1"))["maintenance"]
+    assert left["reservation_id"] == again.json()["reservation_id"]
     clock.advance(timedelta(hours=1, minutes=30))
     assert (await bench(client, "rig-1"))["admin_state"] == "active"
     await reserve(client, "09:30", "10:00")
