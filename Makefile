@@ -70,11 +70,11 @@ upgrade-deps: $(LOCK_TOOLS)/.uv-$(UV_VERSION)
 run: $(VENV)/.runtime-installed
 	$(strip $(BIN)/orchestrator serve $(HOST_ARG) $(PORT_ARG))
 
-# The checks and the suite at once (their lines kept whole): the suite is
-# the long pole, and the linters' minute fits in beside it on the 2-core machines.
+# The checks and the suite at once: the suite is the long pole, and the linters' minute
+# fits in beside it on the 2-core machines (their few lines may interleave its dots).
 CHECKS := lint typecheck imports lint-openapi pytest
 test: $(VENV)/.dev-installed
-	$(MAKE) --no-print-directory -j $(words $(CHECKS)) -Oline $(CHECKS)
+	$(MAKE) --no-print-directory -j $(words $(CHECKS)) $(CHECKS)
 
 # The development tools (moto, pytest, the linters) without running anything.
 dev: $(VENV)/.dev-installed
