@@ -12,6 +12,7 @@ from app.benches.domain import Bench
 from app.benches.service import BenchService
 from app.clock import Clock
 from app.events.service import EventService
+from app.executions.domain import Execution
 from app.executions.service import ExecutionService
 from app.health.domain import HealthRules
 from app.health.service import HealthService
@@ -104,10 +105,11 @@ def reservation_service(store: Store, clock: Clock, settings: Settings) -> Reser
 
 
 def execution_service(store: Store, clock: Clock, settings: Settings) -> ExecutionService:
-    health = health_service(store, clock, settings)
-    return ExecutionService(
-        store, clock, settings.task_lease, on_finished=health.record_run_outcome
-    )
+    async def finished(execution: Execution) -> None:
+        # Built only when a run ends: claims and task heartbeats need none of it.
+        await health_service(store, clock, settings).record_run_outcome(execution)
+
+    return ExecutionService(store, clock, settings.task_lease, on_finished=finished)
 
 
 def event_service(store: Store, clock: Clock, settings: Settings) -> EventService:

@@ -1,6 +1,6 @@
 """Bench health use-cases: health reports and run outcomes (and the quarantine they may
 call for), bookings on unfit benches (marked at risk, healed onto an equivalent bench,
-or offered alternatives), maintenance windows, and a bench's record.
+or offered alternatives), maintenance windows, and a bench's record (record.py).
 
 Every write is the store's conditional one, so any number of API processes may do this
 at once: two heals racing for one spare bench cannot both take it (the calendar
@@ -31,8 +31,6 @@ from app.executions.domain import Execution
 from app.health.domain import (
     INFRASTRUCTURE_FAILURES,
     HealthRules,
-    RunRecord,
-    Transition,
     clears_itself,
     displaced,
     exposed,
@@ -45,10 +43,9 @@ from app.health.domain import (
     recovered,
     remaining_window,
     risk_of,
-    run_record,
     swapped,
-    uptime,
 )
+from app.health.record import BenchRecords
 from app.history.domain import HistoryEntry
 from app.identity import Actor, Principal, Role
 from app.ids import sortable_uuid
@@ -71,7 +68,6 @@ from app.reservations.trail import AUDIT, window_taken
 from app.store.base import (
     BenchNotBookable,
     BenchQuery,
-    ExecutionQuery,
     IdempotencyRecord,
     ItemNotFound,
     ReservationQuery,
@@ -79,7 +75,6 @@ from app.store.base import (
     VersionMismatch,
     WindowTaken,
 )
-from app.timeutil import to_iso
 from app.versioning import VersionExpectation
 
 logger = logging.getLogger("app.health")
@@ -124,7 +119,7 @@ def _monitor(request: str) -> Actor:
     return Actor(MONITOR, request_id=f"health-{request}")
 
 
-class HealthService:
+class HealthService(BenchRecords):
     def __init__(
         self,
         store: Store,
@@ -521,59 +516,6 @@ class HealthService:
         await self._update(current, cancelled, "displaced", actor, reason="maintenance")
         return Displacement(cancelled, "cancelled")
 
-    # --- the record ----------------------------------------------------------------------
-
-    async def stats(self, bench_id: str) -> dict[str, Any]:
-        bench = await self._benches.get(bench_id)
-        now = self._clock.now()
-        own = await self._record(bench, now)
-        same_type = BenchQuery(type=bench.type)
-        peers_page = await self._store.benches.find(same_type, MAX_PEERS + 1, None)
-        peers = [peer for peer in peers_page.items if peer.bench_id != bench_id][:MAX_PEERS]
-        records = [await self._record(peer, now) for peer in peers]
-        return {
-            "bench_id": bench_id,
-            "type": bench.type,
-            "as_of": now,
-            "consecutive_infrastructure_failures": bench.infra_failures,
-            "periods": own,
-            "peers": {
-                "benches": len(peers),
-                "periods": {name: _pooled([r[name] for r in records]) for name in STATS_PERIODS},
-            },
-        }
-
-    async def _record(self, bench: Bench, now: datetime) -> dict[str, dict[str, Any]]:
-        transitions = await self._transitions(bench.bench_id)
-        finished = await self._finished_runs(bench.bench_id, now - max(STATS_PERIODS.values()))
-        record: dict[str, dict[str, Any]] = {}
-        for name, length in STATS_PERIODS.items():
-            since = max(now - length, bench.created_at)
-            runs = run_record(e.status for e in finished if e.created_at >= now - length)
-            record[name] = {"uptime": uptime(transitions, since, now), **runs.to_json()}
-        return record
-
-    async def _transitions(self, bench_id: str) -> list[Transition]:
-        found: list[Transition] = []
-        after: int | None = None
-        while True:
-            page = await self._benches.liveness_log(bench_id, 500, after)
-            found += [_transition(entry) for entry in page.items]
-            if page.next_after is None:
-                return found
-            after = int(page.next_after)
-
-    async def _finished_runs(self, bench_id: str, since: datetime) -> list[Execution]:
-        found: list[Execution] = []
-        # A page key just before ``since``: "0" sorts before every id (no item need have it).
-        after: str | None = f"{to_iso(since)}|0"
-        while True:
-            page = await self._store.executions.find(ExecutionQuery(bench_id=bench_id), 500, after)
-            found += [e for e in page.items if e.status.is_terminal]
-            if page.next_after is None:
-                return found
-            after = page.next_after
-
     # --- reads and writes ----------------------------------------------------------------
 
     async def _reservation(self, reservation_id: str) -> Reservation:
@@ -635,24 +577,9 @@ class HealthService:
         await self._store.reservations.update(before, after, entry)
 
 
-def _transition(entry: HistoryEntry) -> Transition:
-    return Transition(at=entry.at, online=entry.action == "came_online")
-
-
 def _with_data(entry: HistoryEntry, data: dict[str, Any]) -> HistoryEntry:
     changes = {**entry.changes, "reason": {"from": None, "to": data["reason"]}}
     event = entry.event
     if event is not None:
         event = replace(event, data={**event.data, **data})
     return replace(entry, changes=changes, event=event)
-
-
-def _pooled(periods: list[dict[str, Any]]) -> dict[str, Any]:
-    """Peers' records as one: executions summed, uptime averaged over those monitored."""
-    counts: dict[str, int] = {}
-    for period in periods:
-        for verdict, count in period["executions"].items():
-            counts[verdict] = counts.get(verdict, 0) + count
-    record = RunRecord(counts).to_json() if counts else run_record([]).to_json()
-    uptimes = [p["uptime"] for p in periods if p["uptime"] is not None]
-    return {"uptime": round(sum(uptimes) / len(uptimes), 4) if uptimes else None, **record}
