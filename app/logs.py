@@ -28,6 +28,10 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+# One encoder for every line: json.dumps with default= builds a new one per call.
+_encode = json.JSONEncoder(default=str).encode
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -41,7 +45,7 @@ class JsonFormatter(logging.Formatter):
         line.update(_extra_fields(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _encode(line)
 
 
 def _console_value(value: Any) -> str:

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 
 def to_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: the same fixed-width text at a fraction of the cost, on
+    # the hottest paths (every heartbeat stores one).
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def rfc3339(moment: datetime) -> str:
@@ -21,4 +23,5 @@ def rfc3339(moment: datetime) -> str:
 
 
 def from_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    # Python 3.11's fromisoformat reads a trailing Z as UTC.
+    return datetime.fromisoformat(text).astimezone(UTC)

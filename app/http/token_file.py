@@ -10,6 +10,7 @@ Tokens are kept as SHA-256 digests only; a leaked tokens file does not leak toke
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -47,7 +48,10 @@ class TokenRecord(BaseModel):
 _token_list = TypeAdapter(list[TokenRecord])
 
 
+@functools.lru_cache(maxsize=1024)
 def token_digest(token: str) -> str:
+    # Remembered for the callers of late (agents and pipelines send the same token on
+    # every request): a dict lookup where a hash and its hex text were made each time.
     return hashlib.sha256(token.encode()).hexdigest()
 
 
