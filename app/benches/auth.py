@@ -7,6 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from app.benches.service import BenchService
+from app.deps import Call, Services, calling
+from app.health.service import HealthService
 from app.http.auth import PrincipalDep, require_roles
 from app.identity import Principal, Role
 
@@ -15,4 +18,18 @@ Reader = PrincipalDep
 # Registering, changing and retiring benches.
 BenchAdmin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 # Heartbeats: the bench's own agent (checked in the domain) or an admin.
-HeartbeatSender = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.ADMIN))]
+HEARTBEAT_SENDERS = (Role.AGENT, Role.ADMIN)
+HeartbeatSender = Annotated[Principal, Depends(require_roles(*HEARTBEAT_SENDERS))]
+
+
+def _benches(services: Services) -> BenchService:
+    return services.benches
+
+
+def _health(services: Services) -> HealthService:
+    return services.health
+
+
+# The hottest routes' one dependency each: the service and the caller (app/deps.py).
+BenchReading = Annotated[Call[BenchService], calling(_benches)]
+HeartbeatSending = Annotated[Call[HealthService], calling(_health, *HEARTBEAT_SENDERS)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.benches.auth import BenchAdmin, HeartbeatSender, Reader
+from app.benches.auth import BenchAdmin, BenchReading, HeartbeatSending
 from app.benches.domain import BENCH_ID_PATTERN, AdminState, BenchChanges, Liveness
 from app.benches.schemas import (
     BenchCreate,
@@ -18,10 +18,10 @@ from app.benches.schemas import (
     HeartbeatOut,
 )
 from app.benches.service import NewBench
-from app.deps import ActorDep, HealthServiceDep
+from app.deps import ActorDep
 from app.deps import BenchServiceDep as ServiceDep
 from app.history.schemas import HistoryEntryOut, history_page
-from app.http.etag import IfMatchDep, IfNoneMatchHeader
+from app.http.etag import CONDITIONAL_GET, IfMatchDep, if_none_match
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep, render_page
 from app.http.query_params import KnownQueryRoute
@@ -78,9 +78,8 @@ async def create_bench(
 
 @router.get("", response_model=PageOut[BenchOut], operation_id="list_benches")
 async def list_benches(
-    service: ServiceDep,
+    call: BenchReading,
     pager: PagerDep,
-    _: Reader,
     capability: Annotated[list[Capability], Query(max_length=32)] = [],  # noqa: B006
     type: Annotated[str | None, Query(max_length=64)] = None,
     admin_state: AdminState | None = None,
@@ -93,7 +92,7 @@ async def list_benches(
         "admin_state": admin_state,
         "status": status,
     }
-    page = await service.find(
+    page = await call.service.find(
         capabilities=frozenset(capability),
         type=type,
         admin_state=admin_state,
@@ -101,7 +100,7 @@ async def list_benches(
         limit=pager.limit,
         after=pager.start_after("benches", filters),
     )
-    now = service.now()
+    now = call.service.now()
     return render_page(
         page.items,
         lambda bench: BenchOut.of(bench, now),
@@ -109,16 +108,15 @@ async def list_benches(
     )
 
 
-@router.get("/{bench_id}", response_model=BenchOut, operation_id="get_bench")
-async def get_bench(
-    bench_id: BenchIdPath,
-    service: ServiceDep,
-    _: Reader,
-    if_none_match: IfNoneMatchHeader,
-) -> Response:
+@router.get(
+    "/{bench_id}", response_model=BenchOut, operation_id="get_bench", openapi_extra=CONDITIONAL_GET
+)
+async def get_bench(bench_id: BenchIdPath, call: BenchReading, request: Request) -> Response:
     """One bench with its liveness, configuration and version (ETag)."""
-    bench = await service.get(bench_id)
-    return conditional_get(BenchOut.of(bench, service.now()), bench.version, if_none_match)
+    bench = await call.service.get(bench_id)
+    return conditional_get(
+        BenchOut.of(bench, call.service.now()), bench.version, if_none_match(request)
+    )
 
 
 @router.patch(
@@ -181,7 +179,7 @@ async def retire_bench(
     },
 )
 async def post_heartbeat(
-    bench_id: BenchIdPath, body: HeartbeatIn, health: HealthServiceDep, principal: HeartbeatSender
+    bench_id: BenchIdPath, body: HeartbeatIn, call: HeartbeatSending
 ) -> Response:
     """The bench's agent says it is alive; the answer says when the next heartbeat is due.
 
@@ -190,11 +188,11 @@ async def post_heartbeat(
     (`ORCH_QUARANTINE_AFTER_HEALTH_FAILURES`), and `details.quarantine: true` with a
     failing report quarantines the bench at once. `run_health_check: true` in the answer
     asks the agent to run its health command now (a window starts soon)."""
-    bench, check = await health.record_heartbeat(
-        bench_id, principal, body.agent_version, body.details
+    bench, check = await call.service.record_heartbeat(
+        bench_id, call.principal, body.agent_version, body.details
     )
     # Encoded here, once: the hottest path need not be validated again as its response model.
-    answer = HeartbeatOut.of(bench, health.now(), run_health_check=check)
+    answer = HeartbeatOut.of(bench, call.service.now(), run_health_check=check)
     return json_bytes_response(answer.model_dump_json().encode())
 
 
@@ -204,13 +202,13 @@ async def post_heartbeat(
     operation_id="list_bench_history",
 )
 async def list_bench_history(
-    bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: Reader
+    bench_id: BenchIdPath, call: BenchReading, pager: PagerDep
 ) -> Response:
     """Every configuration change of the bench, oldest first, with who and when."""
     return await history_page(
         pager,
         f"bench-history:{bench_id}",
-        lambda limit, after: service.history(bench_id, limit, after),
+        lambda limit, after: call.service.history(bench_id, limit, after),
     )
 
 
@@ -220,7 +218,7 @@ async def list_bench_history(
     operation_id="list_bench_liveness",
 )
 async def list_bench_liveness(
-    bench_id: BenchIdPath, service: ServiceDep, pager: PagerDep, _: Reader
+    bench_id: BenchIdPath, call: BenchReading, pager: PagerDep
 ) -> Response:
     """Every time the bench came online or went offline, oldest first, as housekeeping
     noticed it. Each entry's `version` is its place in this log (1, 2, ...), not a version
@@ -228,5 +226,5 @@ async def list_bench_liveness(
     return await history_page(
         pager,
         f"bench-liveness:{bench_id}",
-        lambda limit, after: service.liveness_log(bench_id, limit, after),
+        lambda limit, after: call.service.liveness_log(bench_id, limit, after),
     )

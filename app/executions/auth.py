@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from app.deps import Call, Services, calling
+from app.executions.service import ExecutionService
 from app.http.auth import PrincipalDep, require_roles
 from app.identity import Principal, Role
 
@@ -21,3 +23,13 @@ Agent = Annotated[Principal, Depends(require_roles(Role.AGENT))]
 # Task lease reports (heartbeat, complete, fail): agents only, refused before any task is
 # read; which agent holds the lease is the domain's check (409 for another agent).
 LeaseHolder = Annotated[Principal, Depends(require_roles(Role.AGENT))]
+
+
+def _executions(services: Services) -> ExecutionService:
+    return services.executions
+
+
+# The hottest routes' one dependency each: the service and the caller (app/deps.py).
+ExecutionReading = Annotated[Call[ExecutionService], calling(_executions)]
+# An agent claiming, or reporting on a task it leases.
+AgentWork = Annotated[Call[ExecutionService], calling(_executions, Role.AGENT)]

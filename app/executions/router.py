@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.benches.domain import BENCH_ID_PATTERN
 from app.deps import ActorDep
 from app.deps import ExecutionServiceDep as ServiceDep
-from app.executions.auth import Agent, Launcher, LeaseHolder, Reader, Reporter
+from app.executions.auth import AgentWork, ExecutionReading, Launcher, Reporter
 from app.executions.domain import ExecutionStatus, TaskSpec
 from app.executions.schemas import (
     ExecutionCreate,
@@ -22,7 +22,7 @@ from app.executions.schemas import (
 )
 from app.executions.service import ExecutionService, NewExecution
 from app.history.schemas import HistoryEntryOut, history_page
-from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
+from app.http.etag import CONDITIONAL_GET, IfMatchDep, OptionalIfMatchDep, if_none_match
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.pagination import PageOut, PagerDep, render_page
 from app.http.query_params import KnownQueryRoute
@@ -82,15 +82,14 @@ async def create_execution(
 
 @router.get("/v1/executions", response_model=PageOut[ExecutionOut], operation_id="list_executions")
 async def list_executions(
-    service: ServiceDep,
+    call: ExecutionReading,
     pager: PagerDep,
-    _: Reader,
     reservation_id: Annotated[str | None, Query(max_length=64)] = None,
     bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
     status: ExecutionStatus | None = None,
 ) -> Response:
     """Filter by reservation, bench or status (at least one; each is an index)."""
-    return await _page(service, pager, reservation_id, bench_id, status)
+    return await _page(call.service, pager, reservation_id, bench_id, status)
 
 
 @router.get(
@@ -100,10 +99,10 @@ async def list_executions(
     tags=["reservations"],
 )
 async def list_reservation_executions(
-    reservation_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
+    reservation_id: IdPath, call: ExecutionReading, pager: PagerDep
 ) -> Response:
     """The runs of one reservation, in creation order."""
-    return await _page(service, pager, reservation_id, None, None)
+    return await _page(call.service, pager, reservation_id, None, None)
 
 
 async def _page(
@@ -127,17 +126,17 @@ async def _page(
 
 
 @router.get(
-    "/v1/executions/{execution_id}", response_model=ExecutionOut, operation_id="get_execution"
+    "/v1/executions/{execution_id}",
+    response_model=ExecutionOut,
+    operation_id="get_execution",
+    openapi_extra=CONDITIONAL_GET,
 )
-async def get_execution(
-    execution_id: IdPath,
-    service: ServiceDep,
-    _: Reader,
-    if_none_match: IfNoneMatchHeader,
-) -> Response:
+async def get_execution(execution_id: IdPath, call: ExecutionReading, request: Request) -> Response:
     """One run with its tasks, status and version (ETag)."""
-    execution, tasks = await service.get(execution_id)
-    return conditional_get(ExecutionOut.of(execution, tasks), execution.version, if_none_match)
+    execution, tasks = await call.service.get(execution_id)
+    return conditional_get(
+        ExecutionOut.of(execution, tasks), execution.version, if_none_match(request)
+    )
 
 
 @router.patch(
@@ -198,13 +197,13 @@ async def cancel_execution(
     operation_id="list_execution_history",
 )
 async def list_execution_history(
-    execution_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
+    execution_id: IdPath, call: ExecutionReading, pager: PagerDep
 ) -> Response:
     """Every change of the run, oldest first, with who and when."""
     return await history_page(
         pager,
         f"execution-history:{execution_id}",
-        lambda limit, after: service.history(execution_id, limit, after),
+        lambda limit, after: call.service.history(execution_id, limit, after),
     )
 
 
@@ -219,30 +218,29 @@ async def list_execution_history(
         409: {"description": "The bench is retired or in maintenance"},
     },
 )
-async def claim_task(
-    bench_id: BenchIdPath, service: ServiceDep, actor: ActorDep, _: Agent
-) -> Response:
+async def claim_task(bench_id: BenchIdPath, call: AgentWork) -> Response:
     """The bench's agent leases the task it should run next; 204 when there is none now.
 
     A run's tasks go in order, each once every earlier one has succeeded; the runs of a
     reservation start in creation order; the bench runs at most its ``concurrency`` tasks
     at once."""
-    task = await service.claim_next(bench_id, actor)
+    task = await call.service.claim_next(bench_id, call.actor)
     if task is None:
         return Response(status_code=204)
     return resource_response(TaskOut.of(task), task.version)
 
 
-@router.get("/v1/tasks/{task_id}", response_model=TaskOut, operation_id="get_task", tags=["tasks"])
-async def get_task(
-    task_id: IdPath,
-    service: ServiceDep,
-    _: Reader,
-    if_none_match: IfNoneMatchHeader,
-) -> Response:
+@router.get(
+    "/v1/tasks/{task_id}",
+    response_model=TaskOut,
+    operation_id="get_task",
+    tags=["tasks"],
+    openapi_extra=CONDITIONAL_GET,
+)
+async def get_task(task_id: IdPath, call: ExecutionReading, request: Request) -> Response:
     """One task with its lease, attempts and version (ETag)."""
-    task = await service.get_task(task_id)
-    return conditional_get(TaskOut.of(task), task.version, if_none_match)
+    task = await call.service.get_task(task_id)
+    return conditional_get(TaskOut.of(task), task.version, if_none_match(request))
 
 
 @router.get(
@@ -251,14 +249,12 @@ async def get_task(
     operation_id="list_task_history",
     tags=["tasks"],
 )
-async def list_task_history(
-    task_id: IdPath, service: ServiceDep, pager: PagerDep, _: Reader
-) -> Response:
+async def list_task_history(task_id: IdPath, call: ExecutionReading, pager: PagerDep) -> Response:
     """Claims, lease extensions, completions, failures and expiries, with who and when."""
     return await history_page(
         pager,
         f"task-history:{task_id}",
-        lambda limit, after: service.task_history(task_id, limit, after),
+        lambda limit, after: call.service.task_history(task_id, limit, after),
     )
 
 
@@ -272,11 +268,9 @@ async def list_task_history(
         409: {"description": "The lease is not yours or has expired, or the task is finished"},
     },
 )
-async def heartbeat_task(
-    task_id: IdPath, service: ServiceDep, actor: ActorDep, _: LeaseHolder
-) -> JSONResponse:
+async def heartbeat_task(task_id: IdPath, call: AgentWork) -> JSONResponse:
     """Extend the lease (lease holder only; 409 once it has expired)."""
-    task = await service.heartbeat(task_id, actor)
+    task = await call.service.heartbeat(task_id, call.actor)
     return resource_response(TaskOut.of(task), task.version)
 
 
@@ -290,11 +284,9 @@ async def heartbeat_task(
         409: {"description": "The lease is not yours or has expired, or the task is finished"},
     },
 )
-async def complete_task(
-    task_id: IdPath, body: TaskComplete, service: ServiceDep, actor: ActorDep, _: LeaseHolder
-) -> JSONResponse:
+async def complete_task(task_id: IdPath, body: TaskComplete, call: AgentWork) -> JSONResponse:
     """The lease holder reports success with its result; repeating it changes nothing."""
-    task = await service.complete(task_id, body.result, actor)
+    task = await call.service.complete(task_id, body.result, call.actor)
     return resource_response(TaskOut.of(task), task.version)
 
 
@@ -308,9 +300,7 @@ async def complete_task(
         409: {"description": "The lease is not yours or has expired, or the task is finished"},
     },
 )
-async def fail_task(
-    task_id: IdPath, body: TaskFail, service: ServiceDep, actor: ActorDep, _: LeaseHolder
-) -> JSONResponse:
+async def fail_task(task_id: IdPath, body: TaskFail, call: AgentWork) -> JSONResponse:
     """The lease holder reports failure; retryable failures run again while attempts remain."""
-    task = await service.fail(task_id, body.error, body.retryable, actor)
+    task = await call.service.fail(task_id, body.error, body.retryable, call.actor)
     return resource_response(TaskOut.of(task), task.version)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 
 from app.http.exceptions import ProblemException
 from app.http.limits import MAX_PRECONDITION_HEADER
@@ -72,12 +72,26 @@ async def required_if_match(
     return MISSING if if_match is None else parse_if_match(if_match)
 
 
-async def if_none_match_header(
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
-) -> str | None:
-    return _bounded("If-None-Match", if_none_match)
+def if_none_match(request: Request) -> str | None:
+    """The request's If-None-Match. Read from the request, not declared as a header
+    parameter: a declared one costs a conditional GET about a tenth of its time. The
+    routes that read it document it with ``CONDITIONAL_GET``."""
+    return _bounded("If-None-Match", request.headers.get("if-none-match"))
+
+
+# ``openapi_extra`` of the routes that read If-None-Match: the parameter as FastAPI would
+# have declared it.
+CONDITIONAL_GET: dict[str, Any] = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": "If-None-Match",
+            "required": False,
+            "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "If-None-Match"},
+        }
+    ]
+}
 
 
 IfMatchDep = Annotated[VersionExpectation, Depends(required_if_match)]
 OptionalIfMatchDep = Annotated[VersionExpectation | None, Depends(optional_if_match)]
-IfNoneMatchHeader = Annotated[str | None, Depends(if_none_match_header)]

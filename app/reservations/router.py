@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.benches.domain import BENCH_ID_PATTERN
@@ -13,13 +13,13 @@ from app.benches.schemas import Capability
 from app.deps import ActorDep
 from app.deps import ReservationServiceDep as ServiceDep
 from app.history.schemas import HistoryEntryOut, history_page
-from app.http.etag import IfMatchDep, IfNoneMatchHeader, OptionalIfMatchDep
+from app.http.etag import CONDITIONAL_GET, IfMatchDep, OptionalIfMatchDep, if_none_match
 from app.http.idempotency import IdempotencyKeyDep
 from app.http.limits import QueryDuration, QueryInstant
 from app.http.pagination import PageOut, PagerDep, render_page
 from app.http.query_params import KnownQueryRoute
 from app.http.responses import conditional_get, created_response, resource_response
-from app.reservations.auth import Booker, Holder, Reader
+from app.reservations.auth import Booking, Holder, Reader, ReservationReading
 from app.reservations.domain import ReservationStatus, Window
 from app.reservations.schemas import (
     AvailabilityOut,
@@ -57,11 +57,7 @@ def _render(reservation_out: ReservationOut) -> JSONResponse:
     },
 )
 async def create_reservation(
-    body: ReservationCreate,
-    service: ServiceDep,
-    actor: ActorDep,
-    principal: Booker,
-    idempotency: IdempotencyKeyDep,
+    body: ReservationCreate, call: Booking, idempotency: IdempotencyKeyDep
 ) -> JSONResponse:
     """Book a bench, or any bench with the capabilities, for a window.
 
@@ -86,11 +82,11 @@ async def create_reservation(
         priority=body.priority,
         allow_swap=body.allow_swap,
     )
-    reservation, replayed = await service.book(
-        request, actor, idempotency.claim(principal, "create_reservation", body)
+    reservation, replayed = await call.service.book(
+        request, call.actor, idempotency.claim(call.principal, "create_reservation", body)
     )
     return created_response(
-        ReservationOut.of(reservation, service.now()),
+        ReservationOut.of(reservation, call.service.now()),
         reservation.version,
         f"/v1/reservations/{reservation.reservation_id}",
         replayed=replayed,
@@ -144,17 +140,17 @@ async def list_reservations(
     "/v1/reservations/{reservation_id}",
     response_model=ReservationOut,
     operation_id="get_reservation",
+    openapi_extra=CONDITIONAL_GET,
 )
 async def get_reservation(
-    reservation_id: ReservationIdPath,
-    service: ServiceDep,
-    _: Reader,
-    if_none_match: IfNoneMatchHeader,
+    reservation_id: ReservationIdPath, call: ReservationReading, request: Request
 ) -> Response:
     """One reservation with its state and version (ETag)."""
-    reservation = await service.get(reservation_id)
+    reservation = await call.service.get(reservation_id)
     return conditional_get(
-        ReservationOut.of(reservation, service.now()), reservation.version, if_none_match
+        ReservationOut.of(reservation, call.service.now()),
+        reservation.version,
+        if_none_match(request),
     )
 
 
@@ -281,13 +277,13 @@ async def extend_reservation(
     operation_id="list_reservation_history",
 )
 async def list_reservation_history(
-    reservation_id: ReservationIdPath, service: ServiceDep, pager: PagerDep, _: Reader
+    reservation_id: ReservationIdPath, call: ReservationReading, pager: PagerDep
 ) -> Response:
     """Every change of the reservation, oldest first, with who and when."""
     return await history_page(
         pager,
         f"reservation-history:{reservation_id}",
-        lambda limit, after: service.history(reservation_id, limit, after),
+        lambda limit, after: call.service.history(reservation_id, limit, after),
     )
 
 
@@ -299,23 +295,22 @@ async def list_reservation_history(
 )
 async def list_bench_calendar(
     bench_id: BenchIdPath,
-    service: ServiceDep,
+    call: ReservationReading,
     pager: PagerDep,
-    _: Reader,
     from_: From = None,
     to: To = None,
 ) -> Response:
     """The bench's calendar: reservations holding it in [from, to), ordered by start."""
-    start = from_ or service.now()
+    start = from_ or call.service.now()
     end = to or start + DEFAULT_RANGE
     # The cursor is bound to what the caller asked: without `from`, "now" moves between
     # pages, and the next page carries on after the last item all the same.
     filters = {"from": from_, "to": to}
     scope = f"calendar:{bench_id}"
-    page = await service.calendar(
+    page = await call.service.calendar(
         bench_id, Window(start, end), pager.limit, pager.start_after(scope, filters)
     )
-    now = service.now()
+    now = call.service.now()
     return render_page(
         page.items,
         lambda reservation: ReservationOut.of(reservation, now),
@@ -330,8 +325,7 @@ async def list_bench_calendar(
     responses={404: {"description": "The bench named by bench_id does not exist"}},
 )
 async def find_availability(
-    service: ServiceDep,
-    _: Reader,
+    call: ReservationReading,
     duration: Annotated[QueryDuration, Query()],
     capability: Annotated[list[Capability], Query(max_length=32)] = [],  # noqa: B006
     bench_id: Annotated[str | None, Query(pattern=BENCH_ID_PATTERN)] = None,
@@ -340,9 +334,9 @@ async def find_availability(
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> AvailabilityOut:
     """The earliest free windows of at least ``duration`` on matching active benches."""
-    start = from_ or service.now()
+    start = from_ or call.service.now()
     end = to or start + DEFAULT_RANGE
-    found = await service.availability(
+    found = await call.service.availability(
         bench_id=bench_id,
         capabilities=frozenset(capability),
         duration=duration,
