@@ -36,6 +36,46 @@ router = APIRouter(prefix="/v1/benches", tags=["benches"], route_class=KnownQuer
 
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
 
+# Routes are matched in the order they are defined: the hottest ones come first.
+
+
+@router.post(
+    "/{bench_id}/heartbeats",
+    response_model=HeartbeatOut,
+    operation_id="post_heartbeat",
+    responses={
+        403: {"description": "Only the bench's own agent sends its heartbeats"},
+        409: {"description": "The bench is retired"},
+    },
+)
+async def post_heartbeat(
+    bench_id: BenchIdPath, body: HeartbeatIn, call: HeartbeatSending
+) -> Response:
+    """The bench's agent says it is alive; the answer says when the next heartbeat is due.
+
+    `details.health` (`ok` or `failing`, with `details.health_message`) is the agent's
+    health report: kept on the bench, counted towards quarantine
+    (`ORCH_QUARANTINE_AFTER_HEALTH_FAILURES`), and `details.quarantine: true` with a
+    failing report quarantines the bench at once. `run_health_check: true` in the answer
+    asks the agent to run its health command now (a window starts soon)."""
+    bench, check = await call.service.record_heartbeat(
+        bench_id, call.principal, body.agent_version, body.details
+    )
+    # Encoded here, once: the hottest path need not be validated again as its response model.
+    answer = HeartbeatOut.of(bench, call.service.now(), run_health_check=check)
+    return json_bytes_response(answer.model_dump_json().encode())
+
+
+@router.get(
+    "/{bench_id}", response_model=BenchOut, operation_id="get_bench", openapi_extra=CONDITIONAL_GET
+)
+async def get_bench(bench_id: BenchIdPath, call: BenchReading, request: Request) -> Response:
+    """One bench with its liveness, configuration and version (ETag)."""
+    bench = await call.service.get(bench_id)
+    return conditional_get(
+        BenchOut.of(bench, call.service.now()), bench.version, if_none_match(request)
+    )
+
 
 @router.post(
     "",
@@ -108,17 +148,6 @@ async def list_benches(
     )
 
 
-@router.get(
-    "/{bench_id}", response_model=BenchOut, operation_id="get_bench", openapi_extra=CONDITIONAL_GET
-)
-async def get_bench(bench_id: BenchIdPath, call: BenchReading, request: Request) -> Response:
-    """One bench with its liveness, configuration and version (ETag)."""
-    bench = await call.service.get(bench_id)
-    return conditional_get(
-        BenchOut.of(bench, call.service.now()), bench.version, if_none_match(request)
-    )
-
-
 @router.patch(
     "/{bench_id}",
     response_model=BenchOut,
@@ -167,33 +196,6 @@ async def retire_bench(
     """Retires the bench: it stays readable with its history, and can no longer change."""
     bench = await service.retire(bench_id, expectation, actor)
     return resource_response(BenchOut.of(bench, service.now()), bench.version)
-
-
-@router.post(
-    "/{bench_id}/heartbeats",
-    response_model=HeartbeatOut,
-    operation_id="post_heartbeat",
-    responses={
-        403: {"description": "Only the bench's own agent sends its heartbeats"},
-        409: {"description": "The bench is retired"},
-    },
-)
-async def post_heartbeat(
-    bench_id: BenchIdPath, body: HeartbeatIn, call: HeartbeatSending
-) -> Response:
-    """The bench's agent says it is alive; the answer says when the next heartbeat is due.
-
-    `details.health` (`ok` or `failing`, with `details.health_message`) is the agent's
-    health report: kept on the bench, counted towards quarantine
-    (`ORCH_QUARANTINE_AFTER_HEALTH_FAILURES`), and `details.quarantine: true` with a
-    failing report quarantines the bench at once. `run_health_check: true` in the answer
-    asks the agent to run its health command now (a window starts soon)."""
-    bench, check = await call.service.record_heartbeat(
-        bench_id, call.principal, body.agent_version, body.details
-    )
-    # Encoded here, once: the hottest path need not be validated again as its response model.
-    answer = HeartbeatOut.of(bench, call.service.now(), run_health_check=check)
-    return json_bytes_response(answer.model_dump_json().encode())
 
 
 @router.get(

@@ -33,6 +33,106 @@ router = APIRouter(tags=["executions"], route_class=KnownQueryRoute)
 IdPath = Annotated[str, Path(min_length=1, max_length=80)]
 BenchIdPath = Annotated[str, Path(pattern=BENCH_ID_PATTERN)]
 
+# Routes are matched in the order they are defined: the hottest ones come first.
+
+
+@router.post(
+    "/v1/benches/{bench_id}/tasks/claim",
+    response_model=TaskOut,
+    operation_id="claim_task",
+    tags=["tasks"],
+    responses={
+        204: {"description": "Nothing to run now"},
+        403: {"description": "Only the bench's own agent claims its tasks"},
+        409: {"description": "The bench is retired or in maintenance"},
+    },
+)
+async def claim_task(bench_id: BenchIdPath, call: AgentWork) -> Response:
+    """The bench's agent leases the task it should run next; 204 when there is none now.
+
+    A run's tasks go in order, each once every earlier one has succeeded; the runs of a
+    reservation start in creation order; the bench runs at most its ``concurrency`` tasks
+    at once."""
+    task = await call.service.claim_next(bench_id, call.actor)
+    if task is None:
+        return Response(status_code=204)
+    return resource_response(TaskOut.of(task), task.version)
+
+
+@router.post(
+    "/v1/tasks/{task_id}/heartbeat",
+    response_model=TaskOut,
+    operation_id="heartbeat_task",
+    tags=["tasks"],
+    responses={
+        403: {"description": "Only the agent of the task's bench reports on it"},
+        409: {"description": "The lease is not yours or has expired, or the task is finished"},
+    },
+)
+async def heartbeat_task(task_id: IdPath, call: AgentWork) -> JSONResponse:
+    """Extend the lease (lease holder only; 409 once it has expired)."""
+    task = await call.service.heartbeat(task_id, call.actor)
+    return resource_response(TaskOut.of(task), task.version)
+
+
+@router.post(
+    "/v1/tasks/{task_id}/complete",
+    response_model=TaskOut,
+    operation_id="complete_task",
+    tags=["tasks"],
+    responses={
+        403: {"description": "Only the agent of the task's bench reports on it"},
+        409: {"description": "The lease is not yours or has expired, or the task is finished"},
+    },
+)
+async def complete_task(task_id: IdPath, body: TaskComplete, call: AgentWork) -> JSONResponse:
+    """The lease holder reports success with its result; repeating it changes nothing."""
+    task = await call.service.complete(task_id, body.result, call.actor)
+    return resource_response(TaskOut.of(task), task.version)
+
+
+@router.post(
+    "/v1/tasks/{task_id}/fail",
+    response_model=TaskOut,
+    operation_id="fail_task",
+    tags=["tasks"],
+    responses={
+        403: {"description": "Only the agent of the task's bench reports on it"},
+        409: {"description": "The lease is not yours or has expired, or the task is finished"},
+    },
+)
+async def fail_task(task_id: IdPath, body: TaskFail, call: AgentWork) -> JSONResponse:
+    """The lease holder reports failure; retryable failures run again while attempts remain."""
+    task = await call.service.fail(task_id, body.error, body.retryable, call.actor)
+    return resource_response(TaskOut.of(task), task.version)
+
+
+@router.get(
+    "/v1/executions/{execution_id}",
+    response_model=ExecutionOut,
+    operation_id="get_execution",
+    openapi_extra=CONDITIONAL_GET,
+)
+async def get_execution(execution_id: IdPath, call: ExecutionReading, request: Request) -> Response:
+    """One run with its tasks, status and version (ETag)."""
+    execution, tasks = await call.service.get(execution_id)
+    return conditional_get(
+        ExecutionOut.of(execution, tasks), execution.version, if_none_match(request)
+    )
+
+
+@router.get(
+    "/v1/tasks/{task_id}",
+    response_model=TaskOut,
+    operation_id="get_task",
+    tags=["tasks"],
+    openapi_extra=CONDITIONAL_GET,
+)
+async def get_task(task_id: IdPath, call: ExecutionReading, request: Request) -> Response:
+    """One task with its lease, attempts and version (ETag)."""
+    task = await call.service.get_task(task_id)
+    return conditional_get(TaskOut.of(task), task.version, if_none_match(request))
+
 
 @router.post(
     "/v1/executions",
@@ -125,20 +225,6 @@ async def _page(
     )
 
 
-@router.get(
-    "/v1/executions/{execution_id}",
-    response_model=ExecutionOut,
-    operation_id="get_execution",
-    openapi_extra=CONDITIONAL_GET,
-)
-async def get_execution(execution_id: IdPath, call: ExecutionReading, request: Request) -> Response:
-    """One run with its tasks, status and version (ETag)."""
-    execution, tasks = await call.service.get(execution_id)
-    return conditional_get(
-        ExecutionOut.of(execution, tasks), execution.version, if_none_match(request)
-    )
-
-
 @router.patch(
     "/v1/executions/{execution_id}",
     response_model=ExecutionOut,
@@ -207,42 +293,6 @@ async def list_execution_history(
     )
 
 
-@router.post(
-    "/v1/benches/{bench_id}/tasks/claim",
-    response_model=TaskOut,
-    operation_id="claim_task",
-    tags=["tasks"],
-    responses={
-        204: {"description": "Nothing to run now"},
-        403: {"description": "Only the bench's own agent claims its tasks"},
-        409: {"description": "The bench is retired or in maintenance"},
-    },
-)
-async def claim_task(bench_id: BenchIdPath, call: AgentWork) -> Response:
-    """The bench's agent leases the task it should run next; 204 when there is none now.
-
-    A run's tasks go in order, each once every earlier one has succeeded; the runs of a
-    reservation start in creation order; the bench runs at most its ``concurrency`` tasks
-    at once."""
-    task = await call.service.claim_next(bench_id, call.actor)
-    if task is None:
-        return Response(status_code=204)
-    return resource_response(TaskOut.of(task), task.version)
-
-
-@router.get(
-    "/v1/tasks/{task_id}",
-    response_model=TaskOut,
-    operation_id="get_task",
-    tags=["tasks"],
-    openapi_extra=CONDITIONAL_GET,
-)
-async def get_task(task_id: IdPath, call: ExecutionReading, request: Request) -> Response:
-    """One task with its lease, attempts and version (ETag)."""
-    task = await call.service.get_task(task_id)
-    return conditional_get(TaskOut.of(task), task.version, if_none_match(request))
-
-
 @router.get(
     "/v1/tasks/{task_id}/history",
     response_model=PageOut[HistoryEntryOut],
@@ -256,51 +306,3 @@ async def list_task_history(task_id: IdPath, call: ExecutionReading, pager: Page
         f"task-history:{task_id}",
         lambda limit, after: call.service.task_history(task_id, limit, after),
     )
-
-
-@router.post(
-    "/v1/tasks/{task_id}/heartbeat",
-    response_model=TaskOut,
-    operation_id="heartbeat_task",
-    tags=["tasks"],
-    responses={
-        403: {"description": "Only the agent of the task's bench reports on it"},
-        409: {"description": "The lease is not yours or has expired, or the task is finished"},
-    },
-)
-async def heartbeat_task(task_id: IdPath, call: AgentWork) -> JSONResponse:
-    """Extend the lease (lease holder only; 409 once it has expired)."""
-    task = await call.service.heartbeat(task_id, call.actor)
-    return resource_response(TaskOut.of(task), task.version)
-
-
-@router.post(
-    "/v1/tasks/{task_id}/complete",
-    response_model=TaskOut,
-    operation_id="complete_task",
-    tags=["tasks"],
-    responses={
-        403: {"description": "Only the agent of the task's bench reports on it"},
-        409: {"description": "The lease is not yours or has expired, or the task is finished"},
-    },
-)
-async def complete_task(task_id: IdPath, body: TaskComplete, call: AgentWork) -> JSONResponse:
-    """The lease holder reports success with its result; repeating it changes nothing."""
-    task = await call.service.complete(task_id, body.result, call.actor)
-    return resource_response(TaskOut.of(task), task.version)
-
-
-@router.post(
-    "/v1/tasks/{task_id}/fail",
-    response_model=TaskOut,
-    operation_id="fail_task",
-    tags=["tasks"],
-    responses={
-        403: {"description": "Only the agent of the task's bench reports on it"},
-        409: {"description": "The lease is not yours or has expired, or the task is finished"},
-    },
-)
-async def fail_task(task_id: IdPath, body: TaskFail, call: AgentWork) -> JSONResponse:
-    """The lease holder reports failure; retryable failures run again while attempts remain."""
-    task = await call.service.fail(task_id, body.error, body.retryable, call.actor)
-    return resource_response(TaskOut.of(task), task.version)

@@ -45,6 +45,9 @@ def _render(reservation_out: ReservationOut) -> JSONResponse:
     return resource_response(reservation_out, reservation_out.version)
 
 
+# Routes are matched in the order they are defined: the hottest ones come first.
+
+
 @router.post(
     "/v1/reservations",
     status_code=201,
@@ -94,6 +97,55 @@ async def create_reservation(
 
 
 @router.get(
+    "/v1/reservations/{reservation_id}",
+    response_model=ReservationOut,
+    operation_id="get_reservation",
+    openapi_extra=CONDITIONAL_GET,
+)
+async def get_reservation(
+    reservation_id: ReservationIdPath, call: ReservationReading, request: Request
+) -> Response:
+    """One reservation with its state and version (ETag)."""
+    reservation = await call.service.get(reservation_id)
+    return conditional_get(
+        ReservationOut.of(reservation, call.service.now()),
+        reservation.version,
+        if_none_match(request),
+    )
+
+
+@router.get(
+    "/v1/benches/{bench_id}/reservations",
+    response_model=PageOut[ReservationOut],
+    operation_id="list_bench_calendar",
+    tags=["benches"],
+)
+async def list_bench_calendar(
+    bench_id: BenchIdPath,
+    call: ReservationReading,
+    pager: PagerDep,
+    from_: From = None,
+    to: To = None,
+) -> Response:
+    """The bench's calendar: reservations holding it in [from, to), ordered by start."""
+    start = from_ or call.service.now()
+    end = to or start + DEFAULT_RANGE
+    # The cursor is bound to what the caller asked: without `from`, "now" moves between
+    # pages, and the next page carries on after the last item all the same.
+    filters = {"from": from_, "to": to}
+    scope = f"calendar:{bench_id}"
+    page = await call.service.calendar(
+        bench_id, Window(start, end), pager.limit, pager.start_after(scope, filters)
+    )
+    now = call.service.now()
+    return render_page(
+        page.items,
+        lambda reservation: ReservationOut.of(reservation, now),
+        pager.next_cursor(scope, filters, page.next_after),
+    )
+
+
+@router.get(
     "/v1/reservations", response_model=PageOut[ReservationOut], operation_id="list_reservations"
 )
 async def list_reservations(
@@ -133,24 +185,6 @@ async def list_reservations(
         page.items,
         lambda reservation: ReservationOut.of(reservation, now),
         pager.next_cursor("reservations", filters, page.next_after),
-    )
-
-
-@router.get(
-    "/v1/reservations/{reservation_id}",
-    response_model=ReservationOut,
-    operation_id="get_reservation",
-    openapi_extra=CONDITIONAL_GET,
-)
-async def get_reservation(
-    reservation_id: ReservationIdPath, call: ReservationReading, request: Request
-) -> Response:
-    """One reservation with its state and version (ETag)."""
-    reservation = await call.service.get(reservation_id)
-    return conditional_get(
-        ReservationOut.of(reservation, call.service.now()),
-        reservation.version,
-        if_none_match(request),
     )
 
 
@@ -284,37 +318,6 @@ async def list_reservation_history(
         pager,
         f"reservation-history:{reservation_id}",
         lambda limit, after: call.service.history(reservation_id, limit, after),
-    )
-
-
-@router.get(
-    "/v1/benches/{bench_id}/reservations",
-    response_model=PageOut[ReservationOut],
-    operation_id="list_bench_calendar",
-    tags=["benches"],
-)
-async def list_bench_calendar(
-    bench_id: BenchIdPath,
-    call: ReservationReading,
-    pager: PagerDep,
-    from_: From = None,
-    to: To = None,
-) -> Response:
-    """The bench's calendar: reservations holding it in [from, to), ordered by start."""
-    start = from_ or call.service.now()
-    end = to or start + DEFAULT_RANGE
-    # The cursor is bound to what the caller asked: without `from`, "now" moves between
-    # pages, and the next page carries on after the last item all the same.
-    filters = {"from": from_, "to": to}
-    scope = f"calendar:{bench_id}"
-    page = await call.service.calendar(
-        bench_id, Window(start, end), pager.limit, pager.start_after(scope, filters)
-    )
-    now = call.service.now()
-    return render_page(
-        page.items,
-        lambda reservation: ReservationOut.of(reservation, now),
-        pager.next_cursor(scope, filters, page.next_after),
     )
 
 
