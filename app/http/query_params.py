@@ -45,7 +45,8 @@ class KnownQueryRoute(APIRoute):
         known = frozenset(_query_names(self.dependant))
 
         async def checked(request: Request) -> Response:
-            if request.query_params:
+            # The raw query first: most requests have none, and parsing nothing costs.
+            if request.scope["query_string"] and request.query_params:
                 _refuse_unknown(request.query_params, known)
             return await handler(request)
 

@@ -91,20 +91,28 @@ def _health_from_row(row: sqlite3.Row) -> BenchHealth | None:
     )
 
 
+def _json_or(text: str | None, empty: Any) -> Any:
+    """``text`` decoded; ``empty`` for no value or an empty one (most rows: every read
+    of a bench decodes these, and the hottest paths read benches)."""
+    if not text or text in ("{}", "[]"):
+        return empty
+    return json.loads(text)
+
+
 def _bench_from_row(row: sqlite3.Row) -> Bench:
     heartbeat = None
     if row["last_heartbeat_at"] is not None:
         heartbeat = Heartbeat(
             at=from_iso(row["last_heartbeat_at"]),
             agent_version=row["agent_version"],
-            details=json.loads(row["heartbeat_details"] or "{}"),
+            details=_json_or(row["heartbeat_details"], {}),
         )
     return Bench(
         bench_id=row["bench_id"],
         name=row["name"],
         type=row["type"],
-        capabilities=frozenset(json.loads(row["capabilities"])),
-        labels=json.loads(row["labels"]),
+        capabilities=frozenset(_json_or(row["capabilities"], ())),
+        labels=_json_or(row["labels"], {}),
         heartbeat_interval_s=row["heartbeat_interval_s"],
         admin_state=AdminState(row["admin_state"]),
         version=row["version"],
@@ -121,7 +129,7 @@ def _bench_from_row(row: sqlite3.Row) -> Bench:
         else from_iso(row["health_check_due"]),
         quarantine=_quarantine_from(row["quarantine"]),
         maintenance=tuple(
-            MaintenanceWindow.from_json(value) for value in json.loads(row["maintenance"])
+            MaintenanceWindow.from_json(value) for value in _json_or(row["maintenance"], ())
         ),
     )
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from types import TracebackType
 
 import aiosqlite
 
@@ -29,6 +30,32 @@ from app.timeutil import to_iso
 
 # How long the event log keeps events unless told otherwise (settings: event_retention_h).
 DEFAULT_EVENT_RETENTION = timedelta(days=7)
+
+
+class _Held:
+    """The connection while this process's lock is held, for one read or one statement.
+    A class, not an ``asynccontextmanager``: reads and heartbeats are the hottest paths,
+    and a generator-based manager costs them a generator and its wrapper each time."""
+
+    __slots__ = ("_connection", "_lock")
+
+    def __init__(self, lock: asyncio.Lock, connection: aiosqlite.Connection) -> None:
+        self._lock = lock
+        self._connection = connection
+
+    async def __aenter__(self) -> aiosqlite.Connection:
+        await self._lock.acquire()
+        return self._connection
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+        if isinstance(error, sqlite3.OperationalError):
+            raise StoreUnavailable(str(error)) from error
 
 
 class SqliteDatabase:
@@ -82,20 +109,13 @@ class SqliteDatabase:
             else:
                 await self._connection.commit()
 
-    @asynccontextmanager
-    async def statement(self) -> AsyncIterator[aiosqlite.Connection]:
+    def statement(self) -> _Held:
         """One statement on its own, which SQLite makes atomic without BEGIN/COMMIT: a
         single round trip where a transaction would take three more."""
-        async with self._lock:
-            try:
-                yield self._connection
-            except sqlite3.OperationalError as error:
-                raise StoreUnavailable(str(error)) from error
+        return _Held(self._lock, self._connection)
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            yield self._connection
+    def read(self) -> _Held:
+        return _Held(self._lock, self._connection)
 
     async def close(self) -> None:
         await self._connection.close()
