@@ -147,6 +147,27 @@ READING = """## Reading these figures
 """
 
 
+def _calls_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "## Python calls per request (SQLite, in-process)",
+        "",
+        "`bench/calls.py`: the function calls a request makes (cProfile's count, builtins"
+        " included) in the service and in the floor app, each request sent straight into the"
+        " ASGI app (no HTTP parsing, which is uvicorn's and the same for both), the access log"
+        " on. A count, not a time: it does not move with the machine's noise, so it shows a"
+        " change of a tenth that the ratios above can hide.",
+        "",
+        "| request | service calls | floor calls | floor / service |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['scenario']} | {row['service_calls']:,} | {row['floor_calls']:,} |"
+            f" {row['ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def _webhook_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "## Webhook delivery: commit to receipt",
@@ -208,6 +229,8 @@ def write(results: dict[str, Any]) -> Path:
             _scenario_table(store, outcomes, trips),
             "",
         ]
+    if results.get("calls"):
+        parts += [_calls_table(results["calls"]), ""]
     if results.get("growth"):
         parts += [_growth_table(results["growth"]), ""]
     if results.get("memory"):

@@ -57,6 +57,8 @@ def main() -> int:
             results[store] = _json_run(
                 "bench.http_bench", ["--store", store, *seconds, "--dynamodb-endpoint", endpoint]
             )
+        print("python calls per request:", flush=True)
+        results["calls"] = _json_run("bench.calls", [])
         for name in ("growth", "memory"):
             if importlib.util.find_spec(f"bench.{name}") is None:
                 print(f"{name}: not measured (bench/{name}.py is not here yet)", flush=True)
