@@ -22,7 +22,10 @@ never deleted, even when empty, so versions only grow (no ABA).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +40,35 @@ LEDGER_KEPT = timedelta(days=8)
 
 def holder(kind: QuotaKind, name: str) -> str:
     return f"{kind.value}#{name}"
+
+
+class HolderTurns:
+    """Writers of one holder's ledgers take turns within the process.
+
+    Every booking of a holder rewrites its ledger under a version condition, so a CI
+    account booking many benches at once had all but one of its transactions cancelled,
+    round after round of back-off, until some gave up (503). Here they queue instead and
+    each reads the ledger its predecessor wrote. The conditions still decide: this only
+    keeps the writers of one process from racing each other (replicas still race, and
+    back off). Holders are locked in name order, so two writers never wait on each other.
+    """
+
+    def __init__(self) -> None:
+        # Weak: a holder's lock lives while some writer holds or awaits it.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def taken(self, holders: Iterable[str]) -> AsyncIterator[None]:
+        locks = []
+        for name in sorted(set(holders)):
+            lock = self._locks.get(name)
+            if lock is None:
+                lock = self._locks[name] = asyncio.Lock()
+            locks.append(lock)
+        async with AsyncExitStack() as stack:
+            for lock in locks:
+                await stack.enter_async_context(lock)
+            yield
 
 
 def ledger_key(name: str) -> Item:

@@ -74,6 +74,7 @@ from app.store.dynamodb.codec import (
 )
 from app.store.dynamodb.history import HistoryTable
 from app.store.dynamodb.ledgers import (
+    HolderTurns,
     Ledger,
     checked_holders,
     decode_ledger,
@@ -136,6 +137,7 @@ class DynamoReservationRepository:
         self._history = history_table
         self._idempotency = idempotency_table
         self._ledgers = ledgers_table
+        self._turns = HolderTurns()
 
     async def create(
         self,
@@ -143,6 +145,16 @@ class DynamoReservationRepository:
         entry: HistoryEntry,
         idempotency: IdempotencyRecord | None = None,
         quota: QuotaCheck | None = None,
+    ) -> None:
+        async with self._turns.taken([*holdings(reservation), *checked_holders(quota)]):
+            await self._create(reservation, entry, idempotency, quota)
+
+    async def _create(
+        self,
+        reservation: Reservation,
+        entry: HistoryEntry,
+        idempotency: IdempotencyRecord | None,
+        quota: QuotaCheck | None,
     ) -> None:
         reservation_id = reservation.reservation_id
         days = day_keys(reservation.bench_id, reservation.window)
@@ -224,6 +236,17 @@ class DynamoReservationRepository:
         updated: Reservation,
         entry: HistoryEntry,
         quota: QuotaCheck | None = None,
+    ) -> None:
+        holders = [*holdings(current), *holdings(updated), *checked_holders(quota)]
+        async with self._turns.taken(holders):
+            await self._update(current, updated, entry, quota)
+
+    async def _update(
+        self,
+        current: Reservation,
+        updated: Reservation,
+        entry: HistoryEntry,
+        quota: QuotaCheck | None,
     ) -> None:
         reservation_id = current.reservation_id
         moves_bench = updated.bench_id != current.bench_id

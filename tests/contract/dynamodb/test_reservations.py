@@ -4,6 +4,7 @@ key items, calendar races retried, and the reservation indexes.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -278,6 +279,28 @@ async def test_endless_lost_races_give_up_as_unavailable(raw_client: Any, prefix
     assert loser_store.calls == {"BatchGetItem": 10, "TransactWriteItems": 10}
     assert await winner_store.reservations.get(mine.reservation_id) is None
     assert len(await holding(winner_store)) == 10
+
+
+async def test_one_holders_racing_bookings_take_turns_and_each_commits_at_once(
+    raw_client: Any, prefix: str
+) -> None:
+    """A CI account booking many benches at once: each booking rewrites the account's
+    ledger under a version condition, so racing, they cancelled each other's
+    transactions round after round (and some gave up as unavailable). In one process
+    they take turns: every booking lands, each with one transaction and no retry."""
+    recorder = RecordingClient(NoScanClient(raw_client))
+    store = DynamoStore(recorder, prefix)
+    benches = [f"rig-{n}" for n in range(16)]
+    for bench_id in benches:
+        await add_bench(store, bench_id)
+    wanted = [booking(bench_id, 1, 2, user="ci-pipeline") for bench_id in benches]
+    recorder.requests.clear()
+
+    await asyncio.gather(*(book(store, reservation) for reservation in wanted))
+
+    held = [await holding(store, bench_id) for bench_id in benches]
+    assert held == [[reservation.reservation_id] for reservation in wanted]
+    assert len(transactions(recorder)) == len(wanted)
 
 
 async def test_a_key_taken_meanwhile_comes_back_from_the_failed_condition(
