@@ -313,6 +313,11 @@ def servers(
         "ORCH_CURSOR_SECRET": "bench",
         "ORCH_LOG_FORMAT": "json",
         "ORCH_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+        # No webhook is subscribed in the lab, and the relay polling the event log would
+        # load the store for the floor as well: moto serves one request at a time and
+        # walks a whole table for each Query, so its polls of a growing log slow every
+        # DynamoDB scenario, floor included, by half or more.
+        "ORCH_WEBHOOK_DELIVERY": "false",
     }
     floor_env = {
         "FLOOR_STORE": store,
