@@ -22,7 +22,9 @@ from bench.harness import wrk_path
 from tests.support.moto_server import running_moto_server
 
 METHOD = (
-    "Method: for each scenario the service (`orchestrator serve`, rate limit off) and the"
+    "Method: for each scenario the service (`orchestrator serve`, rate limit and webhook"
+    " delivery off: no webhook is subscribed, and the relay's polls would load moto for the"
+    " floor too) and the"
     " floor app (`bench/floor.py`: bare FastAPI on the same uvicorn doing the one store"
     " operation) take the same wrk load (2 threads, 32 connections; 50 for the one-bench"
     " bookings) in the order A B B A A B; the table gives the medians, their ratio, the"
