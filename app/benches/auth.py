@@ -19,7 +19,6 @@ Reader = PrincipalDep
 BenchAdmin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 # Heartbeats: the bench's own agent (checked in the domain) or an admin.
 HEARTBEAT_SENDERS = (Role.AGENT, Role.ADMIN)
-HeartbeatSender = Annotated[Principal, Depends(require_roles(*HEARTBEAT_SENDERS))]
 
 
 def _benches(services: Services) -> BenchService:

@@ -12,17 +12,10 @@ from app.executions.service import ExecutionService
 from app.http.auth import PrincipalDep, require_roles
 from app.identity import Principal, Role
 
-# Reads: any authenticated caller.
-Reader = PrincipalDep
 # Starting runs: pipelines, people (on their own reservations), admins.
 Launcher = Annotated[Principal, Depends(require_roles(Role.CI, Role.USER, Role.ADMIN))]
 # Reporting on a run: the domain admits CI, admins, the bench's agent and the creator.
 Reporter = PrincipalDep
-# Claiming tasks: bench agents only (the domain checks it is this bench's agent).
-Agent = Annotated[Principal, Depends(require_roles(Role.AGENT))]
-# Task lease reports (heartbeat, complete, fail): agents only, refused before any task is
-# read; which agent holds the lease is the domain's check (409 for another agent).
-LeaseHolder = Annotated[Principal, Depends(require_roles(Role.AGENT))]
 
 
 def _executions(services: Services) -> ExecutionService:
@@ -30,6 +23,9 @@ def _executions(services: Services) -> ExecutionService:
 
 
 # The hottest routes' one dependency each: the service and the caller (app/deps.py).
+# Reads: any authenticated caller.
 ExecutionReading = Annotated[Call[ExecutionService], calling(_executions)]
-# An agent claiming, or reporting on a task it leases.
+# Claiming tasks, and lease reports (heartbeat, complete, fail): agents only, refused
+# before any task is read. That it is this bench's agent, and the one holding the lease
+# (409 for another), are the domain's checks.
 AgentWork = Annotated[Call[ExecutionService], calling(_executions, Role.AGENT)]
