@@ -194,8 +194,13 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
+def _actor(principal: Principal) -> Actor:
+    """The caller acting in this request (its id is the request middleware's)."""
+    return Actor(principal=principal, request_id=request_id_var.get())
+
+
 async def get_actor(request: Request) -> Actor:
-    return Actor(principal=await current_principal(request), request_id=request_id_var.get())
+    return _actor(await current_principal(request))
 
 
 async def _bench_service(request: Request) -> BenchService:
@@ -241,7 +246,7 @@ class Call(Generic[ServiceT]):
 
     @property
     def actor(self) -> Actor:
-        return Actor(principal=self.principal, request_id=request_id_var.get())
+        return _actor(self.principal)
 
 
 def calling(service: Callable[[Services], ServiceT], *roles: Role) -> Any:
